@@ -1,0 +1,592 @@
+//! Model bundles: a `manifest.json` listing every file (role, format, size, sha256, URLs, parts)
+//! and the loader that builds [`Jnana`] from it. Files come from a [`FileProvider`], so the
+//! same loader serves a local folder (the CLI) and browser storage (the web app).
+
+use crate::error::{Error, InFile, Result};
+use crate::lora::LoraAdapter;
+use crate::models::clip_vision::{self, ClipVision};
+use crate::models::phi2::{self, layout, Phi2};
+use crate::models::projector::Projector;
+use crate::pipeline::{Jnana, PromptFormat, VisionStack};
+use crate::preprocess::PreprocessConfig;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{self, Prefixed, QuantizedMatmul, ReadSeek, TensorSource, Union, Weights};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const FORMAT_VERSION: &str = "jnana-bundle/1";
+
+/// What a file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Phi-2 weights (GGUF, or HF safetensors with `text_config`).
+    LanguageModel,
+    Tokenizer,
+    /// CLIP weights with `vision_model.*` names (text-tower tensors are ignored).
+    VisionModel,
+    /// The projector as one file (`linear.*`, `res.*`).
+    Projector,
+    /// The seed's `proj_lin_layer` state dict (`weight`, `bias`).
+    ProjectorLinear,
+    /// The seed's residual block state dict (`pre_norm.*`, `proj.0.*`, `proj.2.*`).
+    ProjectorBlock,
+    /// PEFT `adapter_config.json`.
+    LoraConfig,
+    /// PEFT `adapter_model.safetensors` / `.bin`.
+    LoraWeights,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    Gguf,
+    Safetensors,
+    Pth,
+    Json,
+}
+
+/// A contiguous piece of a large file, fetched and stored on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub urls: Vec<String>,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub role: Role,
+    pub format: FileFormat,
+    /// Bytes; `None` only in manifests of third-party files whose size is not recorded.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Hex digest; `None` for third-party files not yet pinned (see the README).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Where the whole file can be fetched (mirrors, relative to the manifest or absolute).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Or: the parts it is split into, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub prompt: PromptFormat,
+    pub max_new_tokens: usize,
+    pub eos_token_id: Option<u32>,
+    /// Fold a LoRA adapter into the weights (`true`) or keep it beside them (`false`); unset:
+    /// merge into float weights, keep beside quantized ones (no second quantization error, no
+    /// minutes of re-quantizing in the browser).
+    pub merge_lora: Option<bool>,
+    pub projector_layer_norm_eps: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            prompt: PromptFormat::default(),
+            max_new_tokens: 200,
+            eos_token_id: Some(50256),
+            merge_lora: None,
+            projector_layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub files: Vec<FileEntry>,
+    #[serde(default)]
+    pub settings: Settings,
+    /// HF `PhiConfig`; needed for safetensors weights, optional for GGUF (metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_config: Option<serde_json::Value>,
+    /// HF `CLIPVisionConfig`; ViT-B/32 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_config: Option<serde_json::Value>,
+    /// HF `CLIPImageProcessor` settings; CLIP's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessor: Option<serde_json::Value>,
+}
+
+impl Manifest {
+    pub fn from_json(json: &str) -> Result<Self> {
+        let m: Self = serde_json::from_str(json)
+            .map_err(|e| Error::Manifest(format!("not a valid manifest: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifests serialize")
+    }
+
+    /// The manifest of the public weights the app downloads by default.
+    pub fn default_public() -> Self {
+        Self::from_json(include_str!("../assets/default-manifest.json"))
+            .expect("the built-in manifest is valid")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.format != FORMAT_VERSION {
+            return Err(Error::Manifest(format!(
+                "format `{}` is not `{FORMAT_VERSION}`",
+                self.format
+            )));
+        }
+        let count = |role| self.files.iter().filter(|f| f.role == role).count();
+        if count(Role::LanguageModel) != 1 || count(Role::Tokenizer) != 1 {
+            return Err(Error::Manifest(
+                "needs exactly one language_model and one tokenizer file".into(),
+            ));
+        }
+        let projector =
+            count(Role::Projector) + count(Role::ProjectorLinear).min(count(Role::ProjectorBlock));
+        if count(Role::VisionModel) > 0 && projector == 0 {
+            return Err(Error::Manifest(
+                "a vision_model needs a projector (or a projector_linear + projector_block pair)"
+                    .into(),
+            ));
+        }
+        if (count(Role::LoraConfig) > 0) != (count(Role::LoraWeights) > 0) {
+            return Err(Error::Manifest(
+                "a LoRA adapter needs both lora_config and lora_weights".into(),
+            ));
+        }
+        for f in &self.files {
+            if f.name.is_empty()
+                || f.name.contains('/')
+                || f.name.contains('\\')
+                || f.name.starts_with('.')
+            {
+                return Err(Error::Manifest(format!(
+                    "file name `{}` must be a plain name (no folders)",
+                    f.name
+                )));
+            }
+            if f.urls.is_empty() && f.parts.is_empty() {
+                return Err(Error::Manifest(format!(
+                    "`{}` has no URL and no parts",
+                    f.name
+                )));
+            }
+            if let (Some(size), false) = (f.size, f.parts.is_empty()) {
+                let sum: u64 = f.parts.iter().map(|p| p.size).sum();
+                if sum != size {
+                    return Err(Error::Manifest(format!(
+                        "`{}`: parts add up to {sum} bytes, the file is {size}",
+                        f.name
+                    )));
+                }
+            }
+            if let Some(h) = &f.sha256 {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::Manifest(format!(
+                        "`{}`: sha256 is not 64 hex digits",
+                        f.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn file(&self, role: Role) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.role == role)
+    }
+
+    /// Bytes to download in all (files of unknown size count as 0).
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().filter_map(|f| f.size).sum()
+    }
+}
+
+/// Where the bytes of the bundle's files come from.
+pub trait FileProvider {
+    fn open(&mut self, entry: &FileEntry) -> Result<Box<dyn ReadSeek>>;
+}
+
+/// A bundle in a local folder: each file by its name, or its parts by the last segment of their
+/// first URL.
+pub struct DirProvider {
+    dir: PathBuf,
+    /// Hash every file against the manifest before use (slow for gigabytes; sizes are always
+    /// checked).
+    pub verify_sha256: bool,
+}
+
+impl DirProvider {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            verify_sha256: false,
+        }
+    }
+
+    fn open_file(&self, name: &str) -> Result<std::fs::File> {
+        let path = self.dir.join(name);
+        std::fs::File::open(&path).map_err(|e| Error::file(path.display().to_string(), e))
+    }
+}
+
+impl FileProvider for DirProvider {
+    fn open(&mut self, entry: &FileEntry) -> Result<Box<dyn ReadSeek>> {
+        let whole = self.dir.join(&entry.name);
+        let mut reader: Box<dyn ReadSeek> = if whole.exists() || entry.parts.is_empty() {
+            Box::new(std::io::BufReader::new(self.open_file(&entry.name)?))
+        } else {
+            let mut parts = Vec::new();
+            for p in &entry.parts {
+                let url = p.urls.first().map(String::as_str).unwrap_or_default();
+                let name = url.rsplit('/').next().unwrap_or(url);
+                let file: Box<dyn ReadSeek> = Box::new(self.open_file(name)?);
+                parts.push((file, p.size));
+            }
+            Box::new(ConcatReader::new(parts)?)
+        };
+        check_file(entry, &mut reader, self.verify_sha256)?;
+        Ok(reader)
+    }
+}
+
+/// Checks size (always) and sha256 (when asked) of a file against its manifest entry.
+pub fn check_file(entry: &FileEntry, reader: &mut dyn ReadSeek, hash: bool) -> Result<()> {
+    let len = reader.seek(SeekFrom::End(0))?;
+    reader.rewind()?;
+    if let Some(size) = entry.size {
+        if len != size {
+            return Err(Error::file(
+                &entry.name,
+                format!("is {len} bytes, the manifest says {size} (incomplete or wrong download?)"),
+            ));
+        }
+    }
+    if let (true, Some(expected)) = (hash, &entry.sha256) {
+        let actual = sha256_hex(reader)?;
+        reader.rewind()?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(Error::file(
+                &entry.name,
+                format!(
+                    "sha256 {actual} does not match the manifest's {expected} (corrupt download?)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn sha256_hex(reader: &mut dyn Read) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Several readers seen as one file (a large file stored in parts).
+pub struct ConcatReader {
+    parts: Vec<(Box<dyn ReadSeek>, u64)>,
+    starts: Vec<u64>,
+    len: u64,
+    pos: u64,
+}
+
+impl ConcatReader {
+    /// `parts`: each reader with the size it must have.
+    pub fn new(mut parts: Vec<(Box<dyn ReadSeek>, u64)>) -> Result<Self> {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut len = 0;
+        for (i, (r, size)) in parts.iter_mut().enumerate() {
+            let actual = r.seek(SeekFrom::End(0))?;
+            if actual != *size {
+                return Err(Error::Input(format!(
+                    "part {} is {actual} bytes, expected {size}",
+                    i + 1
+                )));
+            }
+            starts.push(len);
+            len += *size;
+        }
+        Ok(Self {
+            parts,
+            starts,
+            len,
+            pos: 0,
+        })
+    }
+}
+
+impl Read for ConcatReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let i = self.starts.partition_point(|&s| s <= self.pos) - 1;
+        let (reader, size) = &mut self.parts[i];
+        let within = self.pos - self.starts[i];
+        reader.seek(SeekFrom::Start(within))?;
+        let n = (buf.len() as u64).min(*size - within) as usize;
+        let read = reader.read(&mut buf[..n])?;
+        self.pos += read as u64;
+        Ok(read)
+    }
+}
+
+impl Seek for ConcatReader {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => p as i128,
+            SeekFrom::End(d) => self.len as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if target < 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start",
+            ));
+        }
+        self.pos = target as u64;
+        Ok(self.pos)
+    }
+}
+
+/// Options of [`load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub quantized_matmul: QuantizedMatmul,
+    /// Skip CLIP and the projector (text-only use).
+    pub skip_vision: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            quantized_matmul: QuantizedMatmul::default(),
+            skip_vision: false,
+        }
+    }
+}
+
+/// A step of [`load`], for progress bars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadProgress {
+    pub step: usize,
+    pub steps: usize,
+    pub what: String,
+}
+
+/// Builds all models of a bundle.
+pub fn load(
+    manifest: &Manifest,
+    provider: &mut dyn FileProvider,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<Jnana> {
+    manifest.validate()?;
+    let device = &options.device;
+    let has_vision = manifest.file(Role::VisionModel).is_some() && !options.skip_vision;
+    let has_lora = manifest.file(Role::LoraWeights).is_some();
+    let steps = 2 + usize::from(has_vision) * 2 + usize::from(has_lora);
+    let mut step = 0;
+    let mut report = |what: &str| {
+        step += 1;
+        progress(LoadProgress {
+            step,
+            steps,
+            what: what.to_string(),
+        })
+    };
+
+    report("tokenizer");
+    let tok_entry = manifest.file(Role::Tokenizer).expect("validated");
+    let mut tok_bytes = Vec::new();
+    provider.open(tok_entry)?.read_to_end(&mut tok_bytes)?;
+    let tokenizer = Tokenizer::from_bytes(&tok_entry.name, &tok_bytes)?;
+
+    report("language model");
+    let lm_entry = manifest.file(Role::LanguageModel).expect("validated");
+    let lm_source = weights::open_source(&lm_entry.name, provider.open(lm_entry)?)?;
+    let mut phi = load_phi(
+        lm_source,
+        manifest.text_config.as_ref(),
+        device,
+        options.quantized_matmul,
+    )?;
+
+    if let (Some(cfg_entry), Some(w_entry)) = (
+        manifest.file(Role::LoraConfig),
+        manifest.file(Role::LoraWeights),
+    ) {
+        report("LoRA adapter");
+        let mut json = String::new();
+        provider
+            .open(cfg_entry)?
+            .read_to_string(&mut json)
+            .in_file(&cfg_entry.name)?;
+        let source = weights::open_source(&w_entry.name, provider.open(w_entry)?)?;
+        let adapter = LoraAdapter::load(&cfg_entry.name, &json, source.as_ref(), device)?;
+        let merge = manifest.settings.merge_lora.unwrap_or(!phi.is_quantized());
+        apply_adapter(&mut phi, &adapter, merge, &w_entry.name)?;
+    }
+
+    let vision = if has_vision {
+        report("vision model");
+        let entry = manifest.file(Role::VisionModel).expect("checked");
+        let config = match &manifest.vision_config {
+            Some(v) => clip_vision::Config::from_hf_value("manifest vision_config", v)?,
+            None => clip_vision::Config::vit_base_patch32(),
+        };
+        let source = weights::open_source(&entry.name, provider.open(entry)?)?;
+        let clip = load_clip(source, &config, device, options.quantized_matmul)?;
+        report("projector");
+        let source = projector_source(manifest, provider)?;
+        let vb = Weights::new(source, device).with_quantized_matmul(options.quantized_matmul);
+        let projector = Projector::new(&vb, manifest.settings.projector_layer_norm_eps)?;
+        let preprocess = manifest
+            .preprocessor
+            .as_ref()
+            .map(PreprocessConfig::from_hf_value)
+            .unwrap_or_default();
+        Some(VisionStack {
+            clip,
+            projector,
+            preprocess,
+        })
+    } else {
+        None
+    };
+
+    let eos = manifest.settings.eos_token_id.or(phi.config().eos_token_id);
+    Jnana::new(
+        phi,
+        tokenizer,
+        vision,
+        manifest.settings.prompt.clone(),
+        eos,
+    )
+}
+
+/// Applies an adapter and insists that every update found a home.
+pub fn apply_adapter(phi: &mut Phi2, adapter: &LoraAdapter, merge: bool, file: &str) -> Result<()> {
+    let applied = phi.apply_lora(&adapter.updates, merge)?;
+    if applied != adapter.updates.len() {
+        let layers = phi.config().num_hidden_layers;
+        return Err(Error::file(
+            file,
+            format!(
+                "{} of the adapter's {} modules match no layer of this {layers}-layer model",
+                adapter.updates.len() - applied,
+                adapter.updates.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Phi-2 from any supported weight file, the config from `text_config` or the GGUF metadata.
+pub fn load_phi(
+    source: Arc<dyn TensorSource>,
+    text_config: Option<&serde_json::Value>,
+    device: &Device,
+    quantized_matmul: QuantizedMatmul,
+) -> Result<Phi2> {
+    let file = source.file_name().to_string();
+    let (_layout, hf) = layout::hf_view(source.clone())?;
+    let config = match text_config {
+        Some(v) => {
+            phi2::Config::from_hf_value("manifest text_config", v.get("text_config").unwrap_or(v))?
+        }
+        None => {
+            let gguf = source.gguf().ok_or_else(|| {
+                Error::file(
+                    &file,
+                    "safetensors weights need a text_config (HF config.json) in the manifest",
+                )
+            })?;
+            layout::config_from_gguf(gguf, hf.as_ref())?
+        }
+    };
+    let vb = Weights::new(hf, device).with_quantized_matmul(quantized_matmul);
+    Phi2::new(&config, &vb)
+}
+
+/// CLIP's vision tower from a file with `vision_model.*` names (or bare names).
+pub fn load_clip(
+    source: Arc<dyn TensorSource>,
+    config: &clip_vision::Config,
+    device: &Device,
+    quantized_matmul: QuantizedMatmul,
+) -> Result<ClipVision> {
+    let vb = Weights::new(source, device).with_quantized_matmul(quantized_matmul);
+    let prefix = ["vision_model", "vision_tower.vision_model"]
+        .into_iter()
+        .find(|p| vb.pp(p).contains("embeddings.class_embedding"));
+    let vb = match prefix {
+        Some(p) => vb.pp(p),
+        None => vb,
+    };
+    ClipVision::new(config, &vb)
+}
+
+fn projector_source(
+    manifest: &Manifest,
+    provider: &mut dyn FileProvider,
+) -> Result<Arc<dyn TensorSource>> {
+    if let Some(entry) = manifest.file(Role::Projector) {
+        return weights::open_source(&entry.name, provider.open(entry)?);
+    }
+    let (Some(linear), Some(block)) = (
+        manifest.file(Role::ProjectorLinear),
+        manifest.file(Role::ProjectorBlock),
+    ) else {
+        return Err(Error::Manifest("no projector file".into()));
+    };
+    let linear = weights::open_source(&linear.name, provider.open(linear)?)?;
+    let block = weights::open_source(&block.name, provider.open(block)?)?;
+    Ok(Arc::new(Union::new(vec![
+        Arc::new(Prefixed::new("linear.", linear)),
+        Arc::new(Prefixed::new("res.", block)),
+    ])))
+}
+
+/// Reads a manifest from a bundle folder or a manifest path.
+pub fn read_manifest(path: &Path) -> Result<(Manifest, PathBuf)> {
+    let (file, dir) = if path.is_dir() {
+        (path.join("manifest.json"), path.to_path_buf())
+    } else {
+        (
+            path.to_path_buf(),
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )
+    };
+    let json =
+        std::fs::read_to_string(&file).map_err(|e| Error::file(file.display().to_string(), e))?;
+    Ok((Manifest::from_json(&json)?, dir))
+}

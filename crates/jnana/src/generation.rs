@@ -1,0 +1,215 @@
+//! Token-by-token generation on Phi-2: sampling settings, a step-wise generator that a browser
+//! worker can drive one token at a time, and the reasons a generation ends.
+
+use crate::error::Result;
+use crate::models::phi2::{Cache, Phi2};
+use candle_core::Tensor;
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationParams {
+    pub max_new_tokens: usize,
+    /// 0 picks the most likely token every time (the seed's greedy decoding).
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    /// 1.0 disables it.
+    pub repeat_penalty: f32,
+    /// How many of the latest answer tokens the repeat penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 200,
+            temperature: 0.0,
+            top_p: None,
+            top_k: None,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 299_792_458,
+        }
+    }
+}
+
+impl GenerationParams {
+    pub fn sampling(&self) -> Sampling {
+        if self.temperature <= 0.0 {
+            return Sampling::ArgMax;
+        }
+        let temperature = self.temperature;
+        match (self.top_k, self.top_p) {
+            (None, None) => Sampling::All { temperature },
+            (Some(k), None) => Sampling::TopK { k, temperature },
+            (None, Some(p)) => Sampling::TopP { p, temperature },
+            (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced `<|endoftext|>`.
+    EndOfText,
+    /// `max_new_tokens` were produced.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+    /// The caller stopped it.
+    Cancelled,
+}
+
+/// A flag another thread (or the UI's Stop button, through a worker) can raise.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::Relaxed)
+    }
+}
+
+/// A generation in progress. The prompt is fed by [`Generation::start`]; each
+/// [`Generation::next_token`] feeds the previous token and samples the next one.
+pub struct Generation<'a> {
+    model: &'a Phi2,
+    cache: &'a mut Cache,
+    sampler: LogitsProcessor,
+    params: GenerationParams,
+    eos: Option<u32>,
+    vocab_limit: usize,
+    logits: Option<Tensor>,
+    produced: Vec<u32>,
+    /// Sampled but not yet fed to the model.
+    pending: Option<u32>,
+    finish: Option<FinishReason>,
+    cancel: CancelFlag,
+}
+
+impl<'a> Generation<'a> {
+    /// Feeds `prompt` (`[1, n, hidden]` embeddings) after what `cache` holds.
+    /// `vocab_limit` keeps sampling inside the tokenizer's vocabulary when the embedding matrix
+    /// is padded beyond it (Phi-2: 51 200 rows, 50 295 tokens).
+    pub fn start(
+        model: &'a Phi2,
+        cache: &'a mut Cache,
+        prompt: &Tensor,
+        params: &GenerationParams,
+        eos: Option<u32>,
+        vocab_limit: usize,
+    ) -> Result<Self> {
+        let logits = model.forward(prompt, cache)?;
+        let finish = (params.max_new_tokens == 0).then_some(FinishReason::MaxTokens);
+        Ok(Self {
+            model,
+            cache,
+            sampler: LogitsProcessor::from_sampling(params.seed, params.sampling()),
+            params: params.clone(),
+            eos,
+            vocab_limit: vocab_limit.min(model.config().vocab_size),
+            logits: Some(logits),
+            produced: Vec::new(),
+            pending: None,
+            finish,
+            cancel: CancelFlag::new(),
+        })
+    }
+
+    pub fn with_cancel(mut self, cancel: CancelFlag) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The next answer token, or `None` once the generation has finished (see [`Self::finish`]).
+    pub fn next_token(&mut self) -> Result<Option<u32>> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        if self.cancel.is_cancelled() {
+            self.finish = Some(FinishReason::Cancelled);
+            return Ok(None);
+        }
+        let logits = match (self.logits.take(), self.pending) {
+            (Some(logits), _) => logits,
+            (None, Some(prev)) => {
+                if self.cache.len() >= self.model.config().max_position_embeddings {
+                    self.finish = Some(FinishReason::ContextFull);
+                    return Ok(None);
+                }
+                let embeds = self.model.embed(&[prev])?.unsqueeze(0)?;
+                self.model.forward(&embeds, self.cache)?
+            }
+            (None, None) => unreachable!("a generation always has logits or a pending token"),
+        };
+        let logits = logits.narrow(0, 0, self.vocab_limit)?;
+        let logits = if self.params.repeat_penalty != 1.0 {
+            let start = self
+                .produced
+                .len()
+                .saturating_sub(self.params.repeat_last_n);
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                self.params.repeat_penalty,
+                &self.produced[start..],
+            )?
+        } else {
+            logits
+        };
+        let token = self.sampler.sample(&logits)?;
+        self.pending = Some(token);
+        if Some(token) == self.eos {
+            self.finish = Some(FinishReason::EndOfText);
+            return Ok(None);
+        }
+        self.produced.push(token);
+        if self.produced.len() >= self.params.max_new_tokens {
+            self.finish = Some(FinishReason::MaxTokens);
+        }
+        Ok(Some(token))
+    }
+
+    /// Stops the generation as if the caller had pressed Stop.
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(FinishReason::Cancelled);
+        }
+    }
+
+    pub fn finish(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Answer tokens so far (without the end-of-text token).
+    pub fn tokens(&self) -> &[u32] {
+        &self.produced
+    }
+
+    /// The last sampled token, not yet fed to the model (the end-of-text token when the answer
+    /// ended on its own).
+    pub fn pending(&self) -> Option<u32> {
+        self.pending
+    }
+
+    /// Runs to the end; returns the answer tokens.
+    pub fn run_to_end(mut self) -> Result<(Vec<u32>, FinishReason)> {
+        while self.next_token()?.is_some() {}
+        let finish = self.finish.expect("finished after the loop");
+        Ok((self.produced, finish))
+    }
+}

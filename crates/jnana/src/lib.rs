@@ -1,0 +1,31 @@
+//! Jñāna's model crate: the seed's multimodal assistant (CLIP ViT-B/32 → LLaVA-1.5 projector →
+//! Phi-2) on candle, loadable from bytes or readers so the same code runs natively and in the
+//! browser (wasm32).
+//!
+//! Start at [`bundle::load`] (a manifest and its files → [`Jnana`]) and
+//! [`Conversation::ask`](pipeline::Conversation::ask).
+
+pub mod bundle;
+pub mod conformance;
+pub mod error;
+pub mod generation;
+pub mod lora;
+pub mod models;
+pub mod pipeline;
+pub mod preprocess;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use generation::{CancelFlag, FinishReason, Generation, GenerationParams};
+pub use pipeline::{Answer, Conversation, Jnana, PromptPart, Request, TokenEvent};
+
+/// The device models run on: CUDA when built with `--features cuda` and a GPU is present,
+/// otherwise the CPU.
+pub fn default_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = candle_core::Device::new_cuda(0) {
+        return d;
+    }
+    candle_core::Device::Cpu
+}

@@ -1,0 +1,268 @@
+//! A small variable builder over a [`TensorSource`]: prefixes, shape checks that name the file
+//! and tensor, and linear layers that keep block-quantized weights quantized.
+
+use super::{StoredType, TensorSource};
+use crate::error::{Error, Result};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::LayerNorm;
+use std::sync::Arc;
+
+/// How block-quantized weights are multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantizedMatmul {
+    /// ggml-style integer dot products (activations rounded to 8 bits per block): fast and
+    /// memory-light, the default.
+    #[default]
+    IntegerDot,
+    /// Dequantize to float32 at load and multiply in float: exact reference semantics, 4-8x the
+    /// memory.
+    Dequantize,
+}
+
+#[derive(Clone)]
+pub struct Weights {
+    source: Arc<dyn TensorSource>,
+    prefix: String,
+    device: Device,
+    quantized_matmul: QuantizedMatmul,
+}
+
+impl Weights {
+    pub fn new(source: Arc<dyn TensorSource>, device: &Device) -> Self {
+        Self {
+            source,
+            prefix: String::new(),
+            device: device.clone(),
+            quantized_matmul: QuantizedMatmul::default(),
+        }
+    }
+
+    pub fn with_quantized_matmul(mut self, mode: QuantizedMatmul) -> Self {
+        self.quantized_matmul = mode;
+        self
+    }
+
+    pub fn quantized_matmul(&self) -> QuantizedMatmul {
+        self.quantized_matmul
+    }
+
+    /// The same weights, one level down (`vb.pp("layers").pp(3)`).
+    pub fn pp(&self, segment: impl ToString) -> Self {
+        let mut next = self.clone();
+        next.prefix = self.path(&segment.to_string());
+        next
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn source(&self) -> &Arc<dyn TensorSource> {
+        &self.source
+    }
+
+    pub fn file_name(&self) -> &str {
+        self.source.file_name()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.source.meta(&self.path(name)).is_some()
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.source.meta(&self.path(name)).map(|m| m.shape)
+    }
+
+    fn check_shape(&self, name: &str, expected: &[usize]) -> Result<()> {
+        let path = self.path(name);
+        match self.source.meta(&path) {
+            None => Err(super::missing(self.source.as_ref(), &path)),
+            Some(meta) if meta.shape != expected => Err(Error::tensor(
+                self.source.file_name(),
+                path,
+                format!("has shape {:?}, expected {:?}", meta.shape, expected),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A float32 tensor of exactly `shape`.
+    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        self.check_shape(name, shape)?;
+        self.source.read_f32(&self.path(name), &self.device)
+    }
+
+    /// A float32 tensor of whatever shape the file has (for shapes the caller derives from it).
+    pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
+        self.source.read_f32(&self.path(name), &self.device)
+    }
+
+    /// A `[rows, cols]` matrix, kept block-quantized when it is stored that way.
+    pub fn matrix(&self, rows: usize, cols: usize, name: &str) -> Result<QMatMul> {
+        self.check_shape(name, &[rows, cols])?;
+        let path = self.path(name);
+        match self.source.read_quantized(&path, &self.device)? {
+            Some(q) => quantized_matmul(q, self.quantized_matmul),
+            None => Ok(QMatMul::Tensor(self.source.read_f32(&path, &self.device)?)),
+        }
+    }
+
+    /// `nn.Linear(in_features, out_features)` at `name` (`name.weight`, `name.bias`).
+    pub fn linear(&self, in_features: usize, out_features: usize, name: &str) -> Result<Linear> {
+        let vb = self.pp(name);
+        let weight = vb.matrix(out_features, in_features, "weight")?;
+        let bias = vb.get(&[out_features], "bias")?;
+        Ok(Linear::new(weight, Some(bias), in_features, out_features))
+    }
+
+    pub fn linear_no_bias(
+        &self,
+        in_features: usize,
+        out_features: usize,
+        name: &str,
+    ) -> Result<Linear> {
+        let weight = self.pp(name).matrix(out_features, in_features, "weight")?;
+        Ok(Linear::new(weight, None, in_features, out_features))
+    }
+
+    pub fn layer_norm(&self, size: usize, eps: f64, name: &str) -> Result<LayerNorm> {
+        let vb = self.pp(name);
+        Ok(LayerNorm::new(
+            vb.get(&[size], "weight")?,
+            vb.get(&[size], "bias")?,
+            eps,
+        ))
+    }
+
+    /// How the tensor at `name` is stored, if present.
+    pub fn stored_type(&self, name: &str) -> Option<StoredType> {
+        self.source.meta(&self.path(name)).map(|m| m.stored)
+    }
+}
+
+pub(crate) fn quantized_matmul(q: QTensor, mode: QuantizedMatmul) -> Result<QMatMul> {
+    Ok(match mode {
+        QuantizedMatmul::IntegerDot => QMatMul::from_qtensor(q)?,
+        QuantizedMatmul::Dequantize => QMatMul::Tensor(q.dequantize(&q.device())?),
+    })
+}
+
+/// A low-rank update kept beside its base weight: `y += (x A^T) B^T`, the LoRA scaling folded
+/// into `b`.
+#[derive(Debug, Clone)]
+pub struct LowRank {
+    /// `[rank, in_features]`
+    pub a: Tensor,
+    /// `[out_features, rank]`, already multiplied by `lora_alpha / r`.
+    pub b: Tensor,
+}
+
+impl LowRank {
+    /// The dense `[out, in]` update `B A`.
+    pub fn dense(&self) -> Result<Tensor> {
+        Ok(self.b.matmul(&self.a)?)
+    }
+}
+
+/// `nn.Linear` whose weight may be float or block-quantized, with an optional low-rank adapter.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+    adapter: Option<LowRank>,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl Linear {
+    pub fn new(
+        weight: QMatMul,
+        bias: Option<Tensor>,
+        in_features: usize,
+        out_features: usize,
+    ) -> Self {
+        Self {
+            weight,
+            bias,
+            adapter: None,
+            in_features,
+            out_features,
+        }
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The block type of a quantized weight (`None` for float weights).
+    pub fn quantized_type(&self) -> Option<GgmlDType> {
+        match &self.weight {
+            QMatMul::QTensor(q) => Some(q.dtype()),
+            _ => None,
+        }
+    }
+
+    pub fn weight(&self) -> &QMatMul {
+        &self.weight
+    }
+
+    /// The weight as a float32 `[out, in]` matrix.
+    pub fn weight_f32(&self) -> Result<Tensor> {
+        Ok(match &self.weight {
+            QMatMul::QTensor(q) => q.dequantize(&q.device())?,
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+        })
+    }
+
+    /// Folds a low-rank update into the weight. Block-quantized weights are dequantized, updated
+    /// and quantized again to their own block type.
+    pub fn merge(&mut self, update: &LowRank) -> Result<()> {
+        let merged = (self.weight_f32()? + update.dense()?)?;
+        self.weight = match &self.weight {
+            QMatMul::QTensor(q) => QMatMul::from_qtensor(QTensor::quantize(&merged, q.dtype())?)?,
+            QMatMul::Tensor(_) => QMatMul::Tensor(merged),
+            QMatMul::TensorF16(_) => QMatMul::TensorF16(merged.to_dtype(DType::F16)?),
+        };
+        Ok(())
+    }
+
+    /// Keeps a low-rank update beside the weight, applied at every forward.
+    pub fn attach(&mut self, update: LowRank) {
+        self.adapter = Some(update);
+    }
+
+    pub fn has_adapter(&self) -> bool {
+        self.adapter.is_some()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut y = self.weight.forward(x)?;
+        if let Some(lora) = &self.adapter {
+            let low = x.broadcast_matmul(&lora.a.t()?)?;
+            y = (y + low.broadcast_matmul(&lora.b.t()?)?)?;
+        }
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Weight files in the formats people actually have: safetensors, GGUF and PyTorch `.pth` zips.
+//!
+//! Every source reads from a `Read + Seek` (a file natively, an in-memory buffer in the browser)
+//! and loads one tensor at a time, so a multi-gigabyte checkpoint never needs a second copy.
+
+mod builder;
+mod gguf;
+mod pth;
+mod rename;
+mod safetensors;
+
+pub use builder::{Linear, LowRank, QuantizedMatmul, Weights};
+pub use gguf::GgufSource;
+pub use pth::PthSource;
+pub use rename::{Prefixed, Renamed, Union};
+pub use safetensors::{write_safetensors, SafetensorsSource};
+
+use crate::error::{Error, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use std::io::{Read, Seek};
+use std::sync::Arc;
+
+/// Anything a weight file can be read from.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// How a tensor is stored on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredType {
+    F32,
+    F16,
+    BF16,
+    Quantized(GgmlDType),
+    Int,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMeta {
+    /// Row-major shape in PyTorch order (`[out, in]` for a linear weight), whatever the format.
+    pub shape: Vec<usize>,
+    pub stored: StoredType,
+}
+
+/// A weight file with named tensors.
+pub trait TensorSource: Send + Sync {
+    /// The file's name, for error messages.
+    fn file_name(&self) -> &str;
+    fn names(&self) -> Vec<String>;
+    fn meta(&self, name: &str) -> Option<TensorMeta>;
+    /// The tensor as float32, dequantized or upcast as needed.
+    fn read_f32(&self, name: &str, device: &Device) -> Result<Tensor>;
+    /// The tensor in its stored block-quantized form, or `None` when it is stored as plain floats.
+    fn read_quantized(&self, _name: &str, _device: &Device) -> Result<Option<QTensor>> {
+        Ok(None)
+    }
+    /// The GGUF file behind this source, for its metadata.
+    fn gguf(&self) -> Option<&GgufSource> {
+        None
+    }
+}
+
+pub(crate) fn missing(source: &dyn TensorSource, name: &str) -> Error {
+    Error::tensor(source.file_name(), name, "missing from the file")
+}
+
+/// Opens a weight file, choosing the parser from its first bytes rather than its name, so a
+/// mislabelled download gets an error about its content.
+pub fn open_source(
+    file_name: &str,
+    mut reader: Box<dyn ReadSeek>,
+) -> Result<Arc<dyn TensorSource>> {
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut reader, &mut magic)?;
+    reader.rewind()?;
+    let magic = &magic[..n];
+    if magic == b"GGUF" {
+        Ok(Arc::new(GgufSource::new(file_name, reader)?))
+    } else if magic == b"PK\x03\x04" {
+        Ok(Arc::new(PthSource::new(file_name, reader)?))
+    } else {
+        Ok(Arc::new(SafetensorsSource::new(file_name, reader)?))
+    }
+}
+
+fn read_up_to(reader: &mut dyn ReadSeek, buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = reader.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
