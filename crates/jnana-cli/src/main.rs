@@ -1,1 +1,122 @@
-fn main() {}
+//! `jnana`: the native command line of the model crate.
+
+mod bench;
+mod chat;
+mod convert;
+mod files;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "jnana",
+    version,
+    about = "Jñāna: a private multimodal assistant (CLIP + Phi-2) on candle"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask a question about a picture and/or text; streams the answer. Without --text, an
+    /// interactive multi-turn chat.
+    Chat(chat::ChatArgs),
+    /// Write a bundle of deterministic random weights with the real architectures.
+    Synth {
+        /// `tiny` (a few MB, for tests) or `phi2` (Phi-2's real shapes, ~1.6 GB Q4_K)
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Block type of Phi-2's matrices: q4k, q8_0, q4_0, f16 or f32 (default: the preset's)
+        #[arg(long)]
+        quant: Option<String>,
+    },
+    /// Convert published weights (HF safetensors, PEFT adapter, .pth projector, CLIP) into a
+    /// browser bundle.
+    Convert(convert::ConvertArgs),
+    /// Check the crate against a reference fixture folder; exit 1 on any failure.
+    Conformance {
+        /// Folders laid out like shared/fixtures/*
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Measure load time, prefill and decode speed, image encoding and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Chat(args) => chat::run(args)?,
+        Command::Synth {
+            preset,
+            out,
+            seed,
+            quant,
+        } => {
+            let mut spec = jnana::synth::SynthSpec::preset(&preset)?;
+            spec.seed = seed;
+            if let Some(q) = quant {
+                spec.text_quant = files::parse_quant(&q)?;
+            }
+            let tokenizer = jnana::synth::phi2_tokenizer_json(files::GPT2_TOKENIZER)?;
+            let started = std::time::Instant::now();
+            let (manifest, bundle) = jnana::synth::synthesize(&spec, &tokenizer, &|what, i, n| {
+                if i == n || i % 16 == 0 {
+                    eprint!("\r{what}: {i}/{n} tensors        ");
+                }
+            })?;
+            eprintln!();
+            files::write_bundle(&out, &manifest, &bundle)?;
+            eprintln!(
+                "wrote {} ({:.1} MB) in {:.1} s",
+                out.display(),
+                manifest.total_size() as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Convert(args) => convert::run(args)?,
+        Command::Conformance { dirs } => {
+            let mut failed = 0;
+            for dir in dirs {
+                println!("== {}", dir.display());
+                match jnana::conformance::run(&dir) {
+                    Ok(checks) => {
+                        for c in &checks {
+                            println!("{c}");
+                        }
+                        failed += checks.iter().filter(|c| !c.passed()).count();
+                    }
+                    Err(e) => {
+                        println!("FAIL {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                println!("{failed} check(s) failed");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("all checks passed");
+        }
+        Command::Bench(args) => bench::run(args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -216,9 +216,65 @@ impl Manifest {
     }
 }
 
+/// A file of a bundle being written (by `synth` or `convert`), with its manifest entry.
+pub struct BundleFile {
+    pub entry: FileEntry,
+    pub bytes: Vec<u8>,
+}
+
+impl BundleFile {
+    /// An entry whose only URL is its own name (a bundle served from one folder).
+    pub fn new(name: &str, role: Role, format: FileFormat, bytes: Vec<u8>) -> Self {
+        Self {
+            entry: FileEntry {
+                name: name.to_string(),
+                role,
+                format,
+                size: Some(bytes.len() as u64),
+                sha256: Some(hex(&Sha256::digest(&bytes))),
+                urls: vec![name.to_string()],
+                parts: Vec::new(),
+            },
+            bytes,
+        }
+    }
+}
+
 /// Where the bytes of the bundle's files come from.
 pub trait FileProvider {
     fn open(&mut self, entry: &FileEntry) -> Result<Box<dyn ReadSeek>>;
+}
+
+/// A bundle held in memory (tests, and the browser once files are read from storage).
+#[derive(Default, Clone)]
+pub struct MemoryProvider {
+    pub files: std::collections::HashMap<String, Vec<u8>>,
+    /// Hash every file against the manifest before use.
+    pub verify_sha256: bool,
+}
+
+impl MemoryProvider {
+    pub fn from_files(files: &[BundleFile]) -> Self {
+        Self {
+            files: files
+                .iter()
+                .map(|f| (f.entry.name.clone(), f.bytes.clone()))
+                .collect(),
+            verify_sha256: true,
+        }
+    }
+}
+
+impl FileProvider for MemoryProvider {
+    fn open(&mut self, entry: &FileEntry) -> Result<Box<dyn ReadSeek>> {
+        let bytes = self
+            .files
+            .get(&entry.name)
+            .ok_or_else(|| Error::file(&entry.name, "is not in storage"))?;
+        let mut reader: Box<dyn ReadSeek> = Box::new(std::io::Cursor::new(bytes.clone()));
+        check_file(entry, &mut reader, self.verify_sha256)?;
+        Ok(reader)
+    }
 }
 
 /// A bundle in a local folder: each file by its name, or its parts by the last segment of their

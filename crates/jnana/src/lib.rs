@@ -7,12 +7,14 @@
 
 pub mod bundle;
 pub mod conformance;
+pub mod convert;
 pub mod error;
 pub mod generation;
 pub mod lora;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
+pub mod synth;
 pub mod tokenizer;
 pub mod weights;
 

@@ -267,6 +267,11 @@ impl Conversation {
         self.turns.len()
     }
 
+    /// Pictures whose features this conversation has computed.
+    pub fn encoded_images(&self) -> usize {
+        self.images.len()
+    }
+
     /// Forgets everything (the UI's "new conversation").
     pub fn reset(&mut self) {
         self.cache.clear();

@@ -59,6 +59,10 @@ impl Config {
     }
 
     pub fn from_hf_value(file: &str, v: &Value) -> Result<Self> {
+        // microsoft/phi-2 before January 2024 shipped a remote-code `phi-msft` config.
+        if v.get("n_embd").is_some() {
+            return Self::from_phi_msft(file, v);
+        }
         let usize_of = |key: &str| -> Result<usize> {
             v.get(key)
                 .and_then(Value::as_u64)
@@ -102,6 +106,44 @@ impl Config {
             layer_norm_eps: float_of("layer_norm_eps", 1e-5),
             rope_theta: float_of("rope_theta", 10000.0) as f32,
             rotary_dim: (head_dim as f64 * float_of("partial_rotary_factor", 0.5)) as usize,
+            eos_token_id: v
+                .get("eos_token_id")
+                .and_then(Value::as_u64)
+                .map(|x| x as u32),
+        };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn from_phi_msft(file: &str, v: &Value) -> Result<Self> {
+        let get = |key: &str| -> Result<usize> {
+            v.get(key)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::file(file, format!("config lacks an integer `{key}`")))
+        };
+        let hidden_size = get("n_embd")?;
+        let cfg = Self {
+            vocab_size: get("vocab_size")?,
+            hidden_size,
+            intermediate_size: v
+                .get("n_inner")
+                .and_then(Value::as_u64)
+                .map_or(4 * hidden_size, |x| x as usize),
+            num_hidden_layers: get("n_layer")?,
+            num_attention_heads: get("n_head")?,
+            num_key_value_heads: v
+                .get("n_head_kv")
+                .and_then(Value::as_u64)
+                .map(|x| x as usize),
+            hidden_act: Activation::GeluTanh,
+            max_position_embeddings: get("n_positions")?,
+            layer_norm_eps: v
+                .get("layer_norm_epsilon")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-5),
+            rope_theta: 10000.0,
+            rotary_dim: get("rotary_dim")?,
             eos_token_id: v
                 .get("eos_token_id")
                 .and_then(Value::as_u64)

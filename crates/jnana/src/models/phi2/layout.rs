@@ -211,3 +211,180 @@ mod tests {
         );
     }
 }
+
+/// What llama.cpp needs to know about the tokenizer, taken from a `tokenizer.json`.
+#[derive(Debug, Clone)]
+pub struct GgufVocab {
+    pub tokens: Vec<String>,
+    /// llama.cpp token types: 1 normal, 3 control, 4 user-defined, 5 unused (padding).
+    pub token_types: Vec<i32>,
+    pub merges: Vec<String>,
+    pub eos: u32,
+}
+
+impl GgufVocab {
+    /// Reads a byte-level BPE `tokenizer.json` and pads the vocabulary with `[PAD<i>]` up to
+    /// `rows` (the embedding matrix is usually larger than the tokenizer), as llama.cpp's
+    /// converter does.
+    pub fn from_tokenizer_json(json: &str, rows: usize) -> Result<Self> {
+        let bad = |m: &str| Error::file("tokenizer.json", m);
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(&format!("not valid JSON: {e}")))?;
+        let vocab = v["model"]["vocab"]
+            .as_object()
+            .ok_or_else(|| bad("no model.vocab"))?;
+        let mut tokens: Vec<Option<String>> = Vec::new();
+        let mut types = Vec::new();
+        let mut put = |id: usize, tok: &str, ty: i32| {
+            if tokens.len() <= id {
+                tokens.resize(id + 1, None);
+                types.resize(id + 1, 1);
+            }
+            tokens[id] = Some(tok.to_string());
+            types[id] = ty;
+        };
+        for (tok, id) in vocab {
+            put(
+                id.as_u64()
+                    .ok_or_else(|| bad("vocab ids must be integers"))? as usize,
+                tok,
+                1,
+            );
+        }
+        let mut eos = None;
+        for added in v["added_tokens"].as_array().into_iter().flatten() {
+            let id = added["id"]
+                .as_u64()
+                .ok_or_else(|| bad("added token without id"))? as usize;
+            let content = added["content"].as_str().unwrap_or_default();
+            let special = added["special"].as_bool().unwrap_or(false);
+            if content == "<|endoftext|>" {
+                eos = Some(id as u32);
+            }
+            // Added text (Phi-2's runs of spaces and tabs) stays raw text, as llama.cpp's
+            // converter stores user-defined tokens.
+            put(id, content, if special { 3 } else { 4 });
+        }
+        if tokens.len() > rows {
+            return Err(bad(&format!(
+                "{} tokens do not fit the model's {rows} embedding rows",
+                tokens.len()
+            )));
+        }
+        let mut out_tokens = Vec::with_capacity(rows);
+        let mut out_types = Vec::with_capacity(rows);
+        for i in 0..rows {
+            match tokens.get(i).cloned().flatten() {
+                Some(t) => {
+                    out_tokens.push(t);
+                    out_types.push(types[i]);
+                }
+                None => {
+                    out_tokens.push(format!("[PAD{i}]"));
+                    out_types.push(5);
+                }
+            }
+        }
+        let merges = v["model"]["merges"]
+            .as_array()
+            .ok_or_else(|| bad("no model.merges"))?
+            .iter()
+            .map(|m| match m {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Array(pair) if pair.len() == 2 => Ok(format!(
+                    "{} {}",
+                    pair[0].as_str().unwrap_or_default(),
+                    pair[1].as_str().unwrap_or_default()
+                )),
+                _ => Err(bad("merges must be strings or pairs")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            tokens: out_tokens,
+            token_types: out_types,
+            merges,
+            eos: eos.ok_or_else(|| bad("no <|endoftext|> token"))?,
+        })
+    }
+}
+
+/// Writes Phi-2 as a llama.cpp `phi2` GGUF (TheBloke's layout: fused `attn_qkv`), from tensors
+/// under HF names (`self_attn.qkv_proj` fused). Norms and biases should be F32.
+pub fn write_llama_cpp_gguf(
+    cfg: &Config,
+    name: &str,
+    tensors: &[(String, candle_core::quantized::QTensor)],
+    vocab: &GgufVocab,
+    file_type: u32,
+) -> Result<Vec<u8>> {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    let metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("phi2".into())),
+        ("general.name".into(), Value::String(name.into())),
+        ("general.file_type".into(), Value::U32(file_type)),
+        ("general.quantization_version".into(), Value::U32(2)),
+        (
+            "phi2.context_length".into(),
+            Value::U32(cfg.max_position_embeddings as u32),
+        ),
+        (
+            "phi2.embedding_length".into(),
+            Value::U32(cfg.hidden_size as u32),
+        ),
+        (
+            "phi2.feed_forward_length".into(),
+            Value::U32(cfg.intermediate_size as u32),
+        ),
+        (
+            "phi2.block_count".into(),
+            Value::U32(cfg.num_hidden_layers as u32),
+        ),
+        (
+            "phi2.attention.head_count".into(),
+            Value::U32(cfg.num_attention_heads as u32),
+        ),
+        (
+            "phi2.attention.head_count_kv".into(),
+            Value::U32(cfg.num_key_value_heads() as u32),
+        ),
+        (
+            "phi2.attention.layer_norm_epsilon".into(),
+            Value::F32(cfg.layer_norm_eps as f32),
+        ),
+        (
+            "phi2.rope.dimension_count".into(),
+            Value::U32(cfg.rotary_dim as u32),
+        ),
+        ("phi2.rope.freq_base".into(), Value::F32(cfg.rope_theta)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("phi-2".into())),
+        ("tokenizer.ggml.tokens".into(), strings(&vocab.tokens)),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(vocab.token_types.iter().map(|&t| Value::I32(t)).collect()),
+        ),
+        ("tokenizer.ggml.merges".into(), strings(&vocab.merges)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(vocab.eos)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab.eos)),
+        (
+            "tokenizer.ggml.unknown_token_id".into(),
+            Value::U32(vocab.eos),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ];
+    let renamed = tensors
+        .iter()
+        .map(|(hf, t)| {
+            translate(LLAMA_CPP, hf, true)
+                .map(|n| (n, t))
+                .ok_or_else(|| Error::tensor("<gguf writer>", hf, "has no llama.cpp name"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &candle_core::quantized::QTensor)> =
+        renamed.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &md, &ts)?;
+    Ok(out.into_inner())
+}

@@ -458,6 +458,53 @@ impl Phi2 {
         Ok(out)
     }
 
+    /// Every parameter as float32 under HF names, q/k/v fused as `self_attn.qkv_proj` (what the
+    /// GGUF writer takes). Attached (unmerged) adapters are not included: merge them first.
+    pub fn export_f32(&self) -> Result<Vec<(String, Tensor)>> {
+        let ln = |name: String, l: &LayerNorm| -> Vec<(String, Tensor)> {
+            let mut v = vec![(format!("{name}.weight"), l.weight().clone())];
+            if let Some(b) = l.bias() {
+                v.push((format!("{name}.bias"), b.clone()));
+            }
+            v
+        };
+        let lin = |name: String, l: &Linear| -> Result<Vec<(String, Tensor)>> {
+            let mut v = vec![(format!("{name}.weight"), l.weight_f32()?)];
+            if let Some(b) = l.bias() {
+                v.push((format!("{name}.bias"), b.clone()));
+            }
+            Ok(v)
+        };
+        let embed = match &self.embed_tokens {
+            TokenEmbedding::Float(w) => w.clone(),
+            TokenEmbedding::Quantized(q) => q.dequantize(&q.device())?,
+        };
+        let mut out = vec![("model.embed_tokens.weight".to_string(), embed)];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.extend(ln(format!("{p}.input_layernorm"), &layer.input_layernorm));
+            let qkv = match &layer.self_attn.qkv {
+                QkvProj::Fused(l) => l.clone(),
+                QkvProj::Split(q, k, v) => {
+                    let w = Tensor::cat(&[q.weight_f32()?, k.weight_f32()?, v.weight_f32()?], 0)?;
+                    let b = match (q.bias(), k.bias(), v.bias()) {
+                        (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+                        _ => None,
+                    };
+                    let (inp, out) = (q.in_features(), w.dim(0)?);
+                    Linear::new(QMatMul::Tensor(w), b, inp, out)
+                }
+            };
+            out.extend(lin(format!("{p}.self_attn.qkv_proj"), &qkv)?);
+            out.extend(lin(format!("{p}.self_attn.dense"), &layer.self_attn.dense)?);
+            out.extend(lin(format!("{p}.mlp.fc1"), &layer.mlp.fc1)?);
+            out.extend(lin(format!("{p}.mlp.fc2"), &layer.mlp.fc2)?);
+        }
+        out.extend(ln("model.final_layernorm".into(), &self.final_layernorm));
+        out.extend(lin("lm_head".into(), &self.lm_head)?);
+        Ok(out)
+    }
+
     /// Applies a LoRA update to one of the adapted linears, merged into the weight or kept beside
     /// it. `target` is `layers.N.<module>` with module one of `q_proj`, `k_proj`, `v_proj`,
     /// `qkv_proj`, `dense`, `fc1`, `fc2`.

@@ -1,0 +1,141 @@
+//! `jnana bench`: the numbers users feel, on a bundle: load time, prefill and decode speed,
+//! image encoding, peak memory.
+
+use crate::chat;
+use anyhow::Result;
+use jnana::generation::{Generation, GenerationParams};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A bundle folder or its manifest.json
+    #[arg(long)]
+    pub bundle: std::path::PathBuf,
+    /// Prompt length for the prefill measurement
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens generated for the decode measurement
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Repetitions; the median is reported
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Dequantize GGUF weights at load (float32 matmuls)
+    #[arg(long)]
+    pub dequantize: bool,
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process in MB (Linux), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let runs = args.runs.max(1);
+    let started = Instant::now();
+    let (model, _) = chat::load(&args.bundle, false, args.dequantize)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let phi = &model.phi;
+    let vocab = model.vocab_limit() as u32;
+    // A fixed, deterministic prompt of ordinary token ids.
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
+        .map(|i| (i * 7919 + 13) % vocab.min(50000))
+        .collect();
+    let embeds = phi.embed(&prompt)?.unsqueeze(0)?;
+    let params = GenerationParams {
+        max_new_tokens: args.decode_tokens,
+        ..GenerationParams::default()
+    };
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut cache = phi.new_cache();
+        let t = Instant::now();
+        let mut generation =
+            Generation::start(phi, &mut cache, &embeds, &params, None, model.vocab_limit())?;
+        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        generation.next_token()?;
+        let t = Instant::now();
+        let mut produced = 0;
+        while generation.next_token()?.is_some() {
+            produced += 1;
+        }
+        decode.push(produced as f64 / t.elapsed().as_secs_f64());
+    }
+    let image_ms = match &model.vision {
+        None => None,
+        Some(_) => {
+            let picture = test_picture()?;
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                model.encode_image(&picture)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Some(median(times))
+        }
+    };
+    let report = serde_json::json!({
+        "bundle": args.bundle.display().to_string(),
+        "device": format!("{:?}", model.device()),
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "load_s": load_s,
+        "prompt_tokens": prompt.len(),
+        "prefill_tok_per_s": median(prefill),
+        "decode_tokens": args.decode_tokens,
+        "decode_tok_per_s": median(decode),
+        "image_encode_ms": image_ms,
+        "peak_rss_mb": peak_rss_mb(),
+        "runs": runs,
+    });
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!("bundle            {}", args.bundle.display());
+    println!(
+        "device            {} ({} threads)",
+        report["device"].as_str().unwrap_or("?"),
+        report["threads"]
+    );
+    println!("load              {load_s:.2} s");
+    println!(
+        "prefill           {:.1} tok/s ({} tokens)",
+        report["prefill_tok_per_s"].as_f64().unwrap_or(0.0),
+        prompt.len()
+    );
+    println!(
+        "decode            {:.2} tok/s ({} tokens)",
+        report["decode_tok_per_s"].as_f64().unwrap_or(0.0),
+        args.decode_tokens
+    );
+    match image_ms {
+        Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
+        None => println!("image encode      - (no vision model)"),
+    }
+    match peak_rss_mb() {
+        Some(mb) => println!("peak RSS          {mb:.0} MB"),
+        None => println!("peak RSS          - (not on Linux)"),
+    }
+    Ok(())
+}
+
+/// A 640x480 gradient PNG, so image timing includes decoding and resizing.
+fn test_picture() -> Result<Vec<u8>> {
+    let img = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}

@@ -1,0 +1,233 @@
+//! `jnana chat`: one question, or an interactive multi-turn chat, streamed to stdout.
+
+use anyhow::{Context, Result};
+use jnana::bundle::{self, DirProvider, LoadOptions};
+use jnana::weights::QuantizedMatmul;
+use jnana::{Conversation, GenerationParams, Jnana, Request};
+use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// A bundle folder or its manifest.json
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// A picture to ask about (PNG, JPEG, WebP, GIF, BMP)
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The question; without it (and without --image/--transcript) the chat is interactive
+    #[arg(long)]
+    pub text: Option<String>,
+    /// A spoken question's transcript (what speech recognition would hand over)
+    #[arg(long)]
+    pub transcript: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Print the answer's token ids to stderr after it
+    #[arg(long)]
+    pub ids: bool,
+    /// Check every file's sha256 against the manifest before loading
+    #[arg(long)]
+    pub verify: bool,
+    /// Dequantize GGUF weights at load and multiply in float32 (exact, more memory)
+    #[arg(long)]
+    pub dequantize: bool,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SamplingArgs {
+    /// Most tokens per answer (default: the bundle's setting, 200)
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// 0 = greedy, as the seed decodes
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 299_792_458)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self, default_max: usize) -> GenerationParams {
+        GenerationParams {
+            max_new_tokens: self.max_tokens.unwrap_or(default_max),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..GenerationParams::default()
+        }
+    }
+}
+
+/// Loads a bundle folder (or manifest path), reporting progress on stderr.
+pub fn load(
+    path: &Path,
+    verify: bool,
+    dequantize: bool,
+) -> Result<(Jnana, jnana::bundle::Manifest)> {
+    let (manifest, dir) = bundle::read_manifest(path)?;
+    let mut provider = DirProvider::new(dir);
+    provider.verify_sha256 = verify;
+    let options = LoadOptions {
+        device: jnana::default_device(),
+        quantized_matmul: if dequantize {
+            QuantizedMatmul::Dequantize
+        } else {
+            QuantizedMatmul::IntegerDot
+        },
+        skip_vision: false,
+    };
+    let model = bundle::load(&manifest, &mut provider, &options, &mut |p| {
+        eprintln!("loading [{}/{}] {}", p.step, p.steps, p.what);
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    Ok((model, manifest))
+}
+
+pub fn run(args: ChatArgs) -> Result<()> {
+    let (model, manifest) = load(&args.bundle, args.verify, args.dequantize)?;
+    let params = args.sampling.params(manifest.settings.max_new_tokens);
+    let mut conversation = model.new_conversation();
+    let generating = Arc::new(AtomicBool::new(false));
+    let cancel = conversation.cancel_flag();
+    {
+        let generating = generating.clone();
+        // Ctrl-C stops the answer being written; at the prompt it quits.
+        ctrlc::set_handler(move || {
+            if generating.load(Ordering::Relaxed) {
+                cancel.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let one_shot = args.text.is_some() || args.image.is_some() || args.transcript.is_some();
+    if one_shot {
+        let request = Request {
+            image: args.image.as_deref().map(read_image).transpose()?,
+            transcript: args.transcript.clone(),
+            text: args.text.clone(),
+        };
+        return answer(
+            &model,
+            &mut conversation,
+            &request,
+            &params,
+            args.ids,
+            &generating,
+        );
+    }
+    eprintln!("Ask away. /image PATH attaches a picture, /new starts over, /quit leaves.");
+    let mut image = None;
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        if let Some(path) = line.strip_prefix("/image ") {
+            match read_image(Path::new(path.trim())) {
+                Ok(bytes) => {
+                    image = Some(bytes);
+                    eprintln!("(picture attached to your next question)");
+                }
+                Err(e) => eprintln!("error: {e:#}"),
+            }
+            continue;
+        }
+        match line {
+            "/quit" | "/exit" => break,
+            "/new" => {
+                conversation.reset();
+                eprintln!("(new conversation)");
+                continue;
+            }
+            _ => {}
+        }
+        let request = Request {
+            image: image.take(),
+            transcript: None,
+            text: Some(line.to_string()),
+        };
+        if let Err(e) = answer(
+            &model,
+            &mut conversation,
+            &request,
+            &params,
+            args.ids,
+            &generating,
+        ) {
+            eprintln!("error: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+fn read_image(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn answer(
+    model: &Jnana,
+    conversation: &mut Conversation,
+    request: &Request,
+    params: &GenerationParams,
+    print_ids: bool,
+    generating: &AtomicBool,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut first_token = None;
+    let mut stdout = std::io::stdout();
+    generating.store(true, Ordering::Relaxed);
+    let result = conversation.ask(model, request, params, |event| {
+        first_token.get_or_insert_with(|| started.elapsed());
+        if let Some(text) = &event.text {
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+        }
+        ControlFlow::Continue(())
+    });
+    generating.store(false, Ordering::Relaxed);
+    let answer = result?;
+    println!();
+    let elapsed = started.elapsed().as_secs_f64();
+    let ttft = first_token.map_or(elapsed, |d| d.as_secs_f64());
+    let decode_s = (elapsed - ttft).max(1e-9);
+    match answer.finish {
+        None => println!("{}", answer.text),
+        Some(finish) => eprintln!(
+            "[{} tokens, first after {:.0} ms, {:.1} tok/s, {:?}{}]",
+            answer.tokens.len(),
+            ttft * 1e3,
+            answer.tokens.len().saturating_sub(1) as f64 / decode_s,
+            finish,
+            if answer.dropped_turns > 0 {
+                format!(
+                    ", {} oldest turn(s) dropped to fit the context",
+                    answer.dropped_turns
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
+    if print_ids {
+        let ids: Vec<String> = answer.tokens.iter().map(u32::to_string).collect();
+        eprintln!("ids: {}", ids.join(" "));
+    }
+    Ok(())
+}
