@@ -449,3 +449,40 @@ pub fn phi2_tokenizer_json(gpt2_tokenizer_json: &str) -> Result<String> {
     }
     Ok(serde_json::to_string(&v).expect("JSON serializes"))
 }
+
+/// A byte-level BPE `tokenizer.json` cut down to `size` tokens: the first `size - 1` of the
+/// vocabulary, the merges among them, and `<|endoftext|>` as the last id (the layout of the
+/// reference fixtures' 1 000-token GGUF vocabulary). For models too small for the real tokenizer.
+pub fn truncated_tokenizer_json(tokenizer_json: &str, size: usize) -> Result<String> {
+    let bad = |m: &str| Error::file("tokenizer.json", m);
+    let mut v: serde_json::Value =
+        serde_json::from_str(tokenizer_json).map_err(|e| bad(&format!("not valid JSON: {e}")))?;
+    let keep = size.checked_sub(1).ok_or_else(|| bad("size must be at least 1"))? as u64;
+    let vocab: serde_json::Map<String, serde_json::Value> = v["model"]["vocab"]
+        .as_object()
+        .ok_or_else(|| bad("no model.vocab"))?
+        .iter()
+        .filter(|(_, id)| id.as_u64().is_some_and(|id| id < keep))
+        .map(|(k, id)| (k.clone(), id.clone()))
+        .collect();
+    let merges: Vec<serde_json::Value> = v["model"]["merges"]
+        .as_array()
+        .ok_or_else(|| bad("no model.merges"))?
+        .iter()
+        .filter(|m| {
+            m.as_str()
+                .and_then(|s| s.split_once(' '))
+                .is_some_and(|(a, b)| {
+                    vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}"))
+                })
+        })
+        .cloned()
+        .collect();
+    v["model"]["vocab"] = serde_json::Value::Object(vocab);
+    v["model"]["merges"] = serde_json::Value::Array(merges);
+    v["added_tokens"] = serde_json::json!([{
+        "id": keep, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+        "rstrip": false, "normalized": false, "special": true
+    }]);
+    Ok(v.to_string())
+}

@@ -1,6 +1,8 @@
 //! Parity with the Hugging Face reference fixtures (`tests/fixtures/*`, copied from the shared
 //! fixture set): every check of `jnana::conformance` must pass for each folder this crate covers.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use jnana::conformance;
 use std::path::PathBuf;
 

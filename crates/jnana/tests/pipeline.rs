@@ -1,6 +1,8 @@
 //! The seed's pipeline on a tiny random bundle: prompt layout, multi-turn continuation, the
 //! context window, cancellation, sampling and streaming.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::*;

@@ -89,6 +89,14 @@ impl SafetensorsSource {
         Ok((dtype, shape.clone(), bytes))
     }
 
+    /// Every tensor in its stored dtype.
+    pub fn read_all(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        self.tensors
+            .keys()
+            .map(|n| Ok((n.clone(), self.read_raw(n, device)?)))
+            .collect()
+    }
+
     /// The tensor in its stored dtype (int64 token ids in fixture files, for instance).
     pub fn read_raw(&self, name: &str, device: &Device) -> Result<Tensor> {
         let (dtype, shape, bytes) = self.raw(name)?;
