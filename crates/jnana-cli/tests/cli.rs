@@ -10,7 +10,9 @@ fn jnana() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -33,26 +35,51 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 fn synth_tiny(tag: &str) -> PathBuf {
     let dir = temp_dir(tag);
-    run(jnana().args(["synth", "--preset", "tiny", "--out"]).arg(&dir));
+    run(jnana()
+        .args(["synth", "--preset", "tiny", "--out"])
+        .arg(&dir));
     dir
 }
 
 fn ids(stderr: &[u8]) -> Vec<u32> {
     let text = String::from_utf8_lossy(stderr);
-    let line = text.lines().find_map(|l| l.strip_prefix("ids: ")).expect("an ids line");
-    line.split_whitespace().map(|t| t.parse().unwrap()).collect()
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ids: "))
+        .expect("an ids line");
+    line.split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect()
 }
 
 #[test]
 fn conformance_passes_on_every_covered_fixture_and_fails_otherwise() {
-    let dirs = ["phi", "clip_vision", "projector", "multimodal", "lora", "projector_pth", "phi_gguf", "tokenizers"];
-    let out = run(jnana().arg("conformance").args(dirs.iter().map(|d| fixture(d))));
+    let dirs = [
+        "phi",
+        "clip_vision",
+        "projector",
+        "multimodal",
+        "lora",
+        "projector_pth",
+        "phi_gguf",
+        "tokenizers",
+    ];
+    let out = run(jnana()
+        .arg("conformance")
+        .args(dirs.iter().map(|d| fixture(d))));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("all checks passed"), "{text}");
-    assert!(text.contains("max abs err") && text.contains("tol"), "{text}");
+    assert!(
+        text.contains("max abs err") && text.contains("tol"),
+        "{text}"
+    );
     assert!(!text.contains("FAIL"), "{text}");
 
-    let out = jnana().arg("conformance").arg(fixture("whisper")).output().unwrap();
+    let out = jnana()
+        .arg("conformance")
+        .arg(fixture("whisper"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no check applies"));
 }
@@ -69,19 +96,33 @@ fn synth_then_chat_streams_an_answer() {
             .arg(&dir)
             .args(["--image"])
             .arg(&picture)
-            .args(["--text", "What is this?", "--max-tokens", "12", "--ids", "--verify"])
+            .args([
+                "--text",
+                "What is this?",
+                "--max-tokens",
+                "12",
+                "--ids",
+                "--verify",
+            ])
             .args(extra))
     };
     let a = ask(&[]);
     let b = ask(&[]);
-    assert_eq!(ids(&a.stderr), ids(&b.stderr), "greedy answers are deterministic");
+    assert_eq!(
+        ids(&a.stderr),
+        ids(&b.stderr),
+        "greedy answers are deterministic"
+    );
     assert_eq!(ids(&a.stderr).len(), 12);
     assert!(String::from_utf8_lossy(&a.stderr).contains("tok/s"));
     let sampled = ask(&["--temperature", "0.9", "--seed", "3"]);
     assert_eq!(ids(&sampled.stderr).len(), 12);
 
     // Asking with the manifest path works the same as with the folder.
-    let out = run(jnana().args(["chat", "--bundle"]).arg(dir.join("manifest.json")).args(["--text", "", "--max-tokens", "3"]));
+    let out = run(jnana()
+        .args(["chat", "--bundle"])
+        .arg(dir.join("manifest.json"))
+        .args(["--text", "", "--max-tokens", "3"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Please give me an image"));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -99,13 +140,24 @@ fn interactive_chat_takes_follow_ups() {
         .spawn()
         .unwrap();
     let picture = fixture("clip_vision/image.png");
-    let script = format!("/image {}\nWhat is here?\nAnd the colour?\n/new\nHello\n/quit\n", picture.display());
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let script = format!(
+        "/image {}\nWhat is here?\nAnd the colour?\n/new\nHello\n/quit\n",
+        picture.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("ids: ").count(), 3, "{err}");
-    assert!(err.contains("picture attached") && err.contains("new conversation"), "{err}");
+    assert!(
+        err.contains("picture attached") && err.contains("new conversation"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,11 +167,22 @@ fn chat_reports_bad_bundles_clearly() {
     let mut bytes = std::fs::read(&gguf).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&gguf, bytes).unwrap();
-    let out = jnana().args(["chat", "--bundle"]).arg(&dir).args(["--text", "hi"]).output().unwrap();
+    let out = jnana()
+        .args(["chat", "--bundle"])
+        .arg(&dir)
+        .args(["--text", "hi"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("phi2.gguf") && err.contains("manifest says"), "{err}");
-    let out = jnana().args(["chat", "--bundle", "/nonexistent/bundle", "--text", "hi"]).output().unwrap();
+    assert!(
+        err.contains("phi2.gguf") && err.contains("manifest says"),
+        "{err}"
+    );
+    let out = jnana()
+        .args(["chat", "--bundle", "/nonexistent/bundle", "--text", "hi"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bundle"));
     std::fs::remove_dir_all(dir).unwrap();
@@ -160,11 +223,18 @@ fn convert_turns_published_files_into_a_bundle_that_answers() {
     let refused = convert_fixture(&out, &fixture("tokenizers/gpt2/tokenizer.json"));
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("do not fit the model's 1000 embedding rows"), "{err}");
+    assert!(
+        err.contains("do not fit the model's 1000 embedding rows"),
+        "{err}"
+    );
 
     // HF safetensors + PEFT adapter + CLIP + the seed's f16 .pth projector → a bundle.
     let converted = convert_fixture(&out, &write_small_tokenizer(&scratch));
-    assert!(converted.status.success(), "{}", String::from_utf8_lossy(&converted.stderr));
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
     let answer = run(jnana()
         .args(["chat", "--bundle"])
         .arg(&out)
@@ -183,7 +253,13 @@ fn convert_turns_published_files_into_a_bundle_that_answers() {
         .arg(scratch.join("tokenizer.json"))
         .args(["--quant", "q8_0", "--out"])
         .arg(&requant));
-    let answer = run(jnana().args(["chat", "--bundle"]).arg(&requant).args(["--text", "hello", "--max-tokens", "5", "--ids"]));
+    let answer = run(jnana().args(["chat", "--bundle"]).arg(&requant).args([
+        "--text",
+        "hello",
+        "--max-tokens",
+        "5",
+        "--ids",
+    ]));
     assert_eq!(ids(&answer.stderr).len(), 5);
     for d in [out, scratch, requant] {
         std::fs::remove_dir_all(d).unwrap();
@@ -194,20 +270,37 @@ fn convert_turns_published_files_into_a_bundle_that_answers() {
 fn write_small_tokenizer(dir: &Path) -> PathBuf {
     let gpt2 = std::fs::read_to_string(fixture("tokenizers/gpt2/tokenizer.json")).unwrap();
     let path = dir.join("tokenizer.json");
-    std::fs::write(&path, jnana::synth::truncated_tokenizer_json(&gpt2, 1000).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        jnana::synth::truncated_tokenizer_json(&gpt2, 1000).unwrap(),
+    )
+    .unwrap();
     path
 }
 
 #[test]
 fn bench_prints_its_numbers() {
     let dir = synth_tiny("bench");
-    let out = run(jnana()
-        .args(["bench", "--bundle"])
-        .arg(&dir)
-        .args(["--prompt-tokens", "32", "--decode-tokens", "8", "--runs", "1", "--json"]));
+    let out = run(jnana().args(["bench", "--bundle"]).arg(&dir).args([
+        "--prompt-tokens",
+        "32",
+        "--decode-tokens",
+        "8",
+        "--runs",
+        "1",
+        "--json",
+    ]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["load_s", "prefill_tok_per_s", "decode_tok_per_s", "image_encode_ms", "peak_rss_mb"] {
-        let v = report[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {report}"));
+    for key in [
+        "load_s",
+        "prefill_tok_per_s",
+        "decode_tok_per_s",
+        "image_encode_ms",
+        "peak_rss_mb",
+    ] {
+        let v = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {report}"));
         assert!(v > 0.0, "{key} = {v}");
     }
     std::fs::remove_dir_all(dir).unwrap();

@@ -457,7 +457,9 @@ pub fn truncated_tokenizer_json(tokenizer_json: &str, size: usize) -> Result<Str
     let bad = |m: &str| Error::file("tokenizer.json", m);
     let mut v: serde_json::Value =
         serde_json::from_str(tokenizer_json).map_err(|e| bad(&format!("not valid JSON: {e}")))?;
-    let keep = size.checked_sub(1).ok_or_else(|| bad("size must be at least 1"))? as u64;
+    let keep = size
+        .checked_sub(1)
+        .ok_or_else(|| bad("size must be at least 1"))? as u64;
     let vocab: serde_json::Map<String, serde_json::Value> = v["model"]["vocab"]
         .as_object()
         .ok_or_else(|| bad("no model.vocab"))?
@@ -473,7 +475,9 @@ pub fn truncated_tokenizer_json(tokenizer_json: &str, size: usize) -> Result<Str
             m.as_str()
                 .and_then(|s| s.split_once(' '))
                 .is_some_and(|(a, b)| {
-                    vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}"))
+                    vocab.contains_key(a)
+                        && vocab.contains_key(b)
+                        && vocab.contains_key(&format!("{a}{b}"))
                 })
         })
         .cloned()

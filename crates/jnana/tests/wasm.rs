@@ -20,7 +20,11 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 macro_rules! fixture {
     ($path:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/", $path))
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/",
+            $path
+        ))
     };
 }
 
@@ -33,8 +37,10 @@ fn tensors(bytes: &[u8]) -> HashMap<String, Tensor> {
 
 #[wasm_bindgen_test]
 fn tokenizer_matches_tiktoken() {
-    let tok = Tokenizer::from_bytes("tokenizer.json", fixture!("tokenizers/gpt2/tokenizer.json")).unwrap();
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(fixture!("tokenizers/cases.json")).unwrap();
+    let tok = Tokenizer::from_bytes("tokenizer.json", fixture!("tokenizers/gpt2/tokenizer.json"))
+        .unwrap();
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(fixture!("tokenizers/cases.json")).unwrap();
     assert_eq!(cases.len(), 42);
     for case in &cases {
         let text = case["text"].as_str().unwrap();
@@ -48,8 +54,13 @@ fn tokenizer_matches_tiktoken() {
 fn preprocessing_matches_pil_within_two_levels() {
     let expected = tensors(fixture!("clip_vision/expected.safetensors"));
     let cfg = PreprocessConfig::default();
-    let ours = preprocess::image_to_pixel_values(fixture!("clip_vision/image.png"), &cfg, &Device::Cpu).unwrap();
-    let std = Tensor::new(&cfg.image_std, &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let ours =
+        preprocess::image_to_pixel_values(fixture!("clip_vision/image.png"), &cfg, &Device::Cpu)
+            .unwrap();
+    let std = Tensor::new(&cfg.image_std, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 3, 1, 1))
+        .unwrap();
     let levels = |t: &Tensor| (t.broadcast_mul(&std).unwrap() * 255.0).unwrap();
     let (max, _) = abs_diff(&levels(&ours), &levels(&expected["pixel_values_pil"])).unwrap();
     assert!(max <= 2.0 + 1e-3, "{max} levels");
@@ -57,13 +68,30 @@ fn preprocessing_matches_pil_within_two_levels() {
 
 #[wasm_bindgen_test]
 fn phi_logits_match_transformers() {
-    let cfg = phi2::Config::from_hf_json("config.json", std::str::from_utf8(fixture!("phi/config.json")).unwrap()).unwrap();
-    let source = Arc::new(SafetensorsSource::new("model.safetensors", Box::new(Cursor::new(fixture!("phi/model.safetensors").to_vec()))).unwrap());
+    let cfg = phi2::Config::from_hf_json(
+        "config.json",
+        std::str::from_utf8(fixture!("phi/config.json")).unwrap(),
+    )
+    .unwrap();
+    let source = Arc::new(
+        SafetensorsSource::new(
+            "model.safetensors",
+            Box::new(Cursor::new(fixture!("phi/model.safetensors").to_vec())),
+        )
+        .unwrap(),
+    );
     let phi = Phi2::new(&cfg, &Weights::new(source, &Device::Cpu)).unwrap();
     let inputs = tensors(fixture!("phi/inputs.safetensors"));
     let expected = tensors(fixture!("phi/expected.safetensors"));
-    let embeds = phi.embed(&ids_of(&inputs["input_ids"]).unwrap()).unwrap().unsqueeze(0).unwrap();
-    let logits = phi.forward_trace(&embeds, &mut phi.new_cache()).unwrap().logits;
+    let embeds = phi
+        .embed(&ids_of(&inputs["input_ids"]).unwrap())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = phi
+        .forward_trace(&embeds, &mut phi.new_cache())
+        .unwrap()
+        .logits;
     let (max, _) = abs_diff(&logits, &expected["logits"]).unwrap();
     assert!(max < 2e-5, "{max}");
     let prompt = ids_of(&inputs["prompt_ids"]).unwrap();
@@ -75,19 +103,41 @@ fn phi_logits_match_transformers() {
 
 #[wasm_bindgen_test]
 fn quantized_phi_matches_transformers() {
-    let gguf: Arc<dyn jnana::weights::TensorSource> =
-        Arc::new(GgufSource::new("q8_0.gguf", Box::new(Cursor::new(fixture!("phi_gguf/phi2-tiny-q8_0.gguf").to_vec()))).unwrap());
+    let gguf: Arc<dyn jnana::weights::TensorSource> = Arc::new(
+        GgufSource::new(
+            "q8_0.gguf",
+            Box::new(Cursor::new(
+                fixture!("phi_gguf/phi2-tiny-q8_0.gguf").to_vec(),
+            )),
+        )
+        .unwrap(),
+    );
     let (_, hf) = layout::hf_view(gguf.clone()).unwrap();
     let cfg = layout::config_from_gguf(gguf.gguf().unwrap(), hf.as_ref()).unwrap();
     let inputs = tensors(fixture!("phi_gguf/inputs.safetensors"));
     let expected = tensors(fixture!("phi_gguf/expected.safetensors"));
     for (mode, name, atol) in [
         (QuantizedMatmul::Dequantize, "logits.q8_0", 2e-5),
-        (QuantizedMatmul::IntegerDot, "logits_q8act.q8_0", INTEGER_DOT_ATOL),
+        (
+            QuantizedMatmul::IntegerDot,
+            "logits_q8act.q8_0",
+            INTEGER_DOT_ATOL,
+        ),
     ] {
-        let phi = Phi2::new(&cfg, &Weights::new(hf.clone(), &Device::Cpu).with_quantized_matmul(mode)).unwrap();
-        let embeds = phi.embed(&ids_of(&inputs["input_ids"]).unwrap()).unwrap().unsqueeze(0).unwrap();
-        let logits = phi.forward_trace(&embeds, &mut phi.new_cache()).unwrap().logits;
+        let phi = Phi2::new(
+            &cfg,
+            &Weights::new(hf.clone(), &Device::Cpu).with_quantized_matmul(mode),
+        )
+        .unwrap();
+        let embeds = phi
+            .embed(&ids_of(&inputs["input_ids"]).unwrap())
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = phi
+            .forward_trace(&embeds, &mut phi.new_cache())
+            .unwrap()
+            .logits;
         let (max, _) = abs_diff(&logits, &expected[name]).unwrap();
         assert!(max <= atol, "{name}: {max}");
         let prompt = ids_of(&inputs["prompt_ids"]).unwrap();
@@ -100,17 +150,31 @@ fn quantized_phi_matches_transformers() {
 
 #[wasm_bindgen_test]
 fn a_tiny_bundle_answers_a_picture_question() {
-    let tokenizer = jnana::synth::phi2_tokenizer_json(std::str::from_utf8(fixture!("tokenizers/gpt2/tokenizer.json")).unwrap()).unwrap();
-    let (manifest, files) = jnana::synth::synthesize(&jnana::synth::SynthSpec::tiny(), &tokenizer, &|_, _, _| {}).unwrap();
+    let tokenizer = jnana::synth::phi2_tokenizer_json(
+        std::str::from_utf8(fixture!("tokenizers/gpt2/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let (manifest, files) =
+        jnana::synth::synthesize(&jnana::synth::SynthSpec::tiny(), &tokenizer, &|_, _, _| {})
+            .unwrap();
     let mut provider = MemoryProvider::from_files(&files);
-    let model = bundle::load(&manifest, &mut provider, &LoadOptions::default(), &mut |_| {}).unwrap();
+    let model = bundle::load(
+        &manifest,
+        &mut provider,
+        &LoadOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let mut conv = model.new_conversation();
     let request = jnana::Request {
         image: Some(fixture!("clip_vision/image.png").to_vec()),
         text: Some("What is in the picture?".into()),
         ..Default::default()
     };
-    let params = jnana::GenerationParams { max_new_tokens: 8, ..Default::default() };
+    let params = jnana::GenerationParams {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
     let mut streamed = 0;
     let answer = conv
         .ask(&model, &request, &params, |_| {

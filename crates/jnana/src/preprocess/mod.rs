@@ -4,10 +4,11 @@
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
-use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+
+mod pil_bicubic;
 
 /// Largest side accepted before decoding (a 40 000 px header is refused without allocating).
 pub const MAX_SIDE: u32 = 12_000;
@@ -124,7 +125,7 @@ pub fn resized_size(width: u32, height: u32, edge: u32) -> (u32, u32) {
 /// Shortest-edge bicubic resize then centre crop, as 8-bit RGB (what the processor normalises).
 pub fn resize_and_crop(img: &RgbImage, cfg: &PreprocessConfig) -> RgbImage {
     let (w, h) = resized_size(img.width(), img.height(), cfg.shortest_edge);
-    let resized = image::imageops::resize(img, w, h, FilterType::CatmullRom);
+    let resized = pil_bicubic::resize(img, w, h);
     let crop = cfg.crop_size;
     // HF pads when the crop is larger than the picture; with shortest_edge >= crop_size that
     // never happens, so a plain crop is enough.
