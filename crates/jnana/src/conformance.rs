@@ -909,7 +909,7 @@ pub fn suggested_atols(readme: &str) -> HashMap<String, f64> {
             continue;
         }
         let name = cells[1].trim_matches('`').to_string();
-        if let Some(atol) = cells[cells.len() - 2].parse::<f64>().ok() {
+        if let Ok(atol) = cells[cells.len() - 2].parse::<f64>() {
             let entry = out.entry(name).or_insert(atol);
             *entry = entry.min(atol);
         }

@@ -383,9 +383,8 @@ impl Conversation {
         let mut prompt = Vec::new();
         if let Some(bytes) = &request.image {
             let key: ImageKey = Sha256::digest(bytes).into();
-            if !self.images.contains_key(&key) {
-                let features = model.encode_image(bytes)?;
-                self.images.insert(key, features);
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.images.entry(key) {
+                slot.insert(model.encode_image(bytes)?);
             }
             let already_in_context = self.latest_image() == Some(key);
             if !already_in_context || (transcript.is_none() && text.is_none()) {

@@ -31,7 +31,7 @@ impl Default for PreprocessConfig {
             shortest_edge: 224,
             crop_size: 224,
             image_mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            image_std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
+            image_std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
             rescale_factor: 1.0 / 255.0,
         }
     }
@@ -143,7 +143,7 @@ pub fn pixel_values(img: &RgbImage, cfg: &PreprocessConfig, device: &Device) -> 
         for c in 0..3 {
             let v = px.0[c] as f64 * cfg.rescale_factor;
             data[c * w * h + y as usize * w + x as usize] =
-                ((v as f32 - cfg.image_mean[c]) / cfg.image_std[c]) as f32;
+                (v as f32 - cfg.image_mean[c]) / cfg.image_std[c];
         }
     }
     Ok(Tensor::from_vec(data, (1, 3, h, w), device)?)

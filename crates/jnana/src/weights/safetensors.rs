@@ -12,11 +12,14 @@ use std::sync::Mutex;
 /// Largest header we accept; the format's own limit is 100 MB.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
+/// A tensor's dtype, shape and byte range within the data section.
+type Entry = (Dtype, Vec<usize>, (usize, usize));
+
 pub struct SafetensorsSource {
     file: String,
     reader: Mutex<Box<dyn ReadSeek>>,
     data_start: u64,
-    tensors: HashMap<String, (Dtype, Vec<usize>, (usize, usize))>,
+    tensors: HashMap<String, Entry>,
 }
 
 impl SafetensorsSource {
@@ -69,7 +72,7 @@ impl SafetensorsSource {
         })
     }
 
-    fn entry(&self, name: &str) -> Result<&(Dtype, Vec<usize>, (usize, usize))> {
+    fn entry(&self, name: &str) -> Result<&Entry> {
         self.tensors
             .get(name)
             .ok_or_else(|| super::missing(self, name))

@@ -271,20 +271,17 @@ impl GgufVocab {
                 tokens.len()
             )));
         }
-        let mut out_tokens = Vec::with_capacity(rows);
-        let mut out_types = Vec::with_capacity(rows);
-        for i in 0..rows {
-            match tokens.get(i).cloned().flatten() {
-                Some(t) => {
-                    out_tokens.push(t);
-                    out_types.push(types[i]);
-                }
-                None => {
-                    out_tokens.push(format!("[PAD{i}]"));
-                    out_types.push(5);
-                }
-            }
-        }
+        tokens.resize(rows, None);
+        types.resize(rows, 5);
+        let (out_tokens, out_types): (Vec<String>, Vec<i32>) = tokens
+            .into_iter()
+            .zip(types)
+            .enumerate()
+            .map(|(i, (tok, ty))| match tok {
+                Some(t) => (t, ty),
+                None => (format!("[PAD{i}]"), 5),
+            })
+            .unzip();
         let merges = v["model"]["merges"]
             .as_array()
             .ok_or_else(|| bad("no model.merges"))?

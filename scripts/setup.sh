@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the tests need, only where missing: the wasm target, clippy/rustfmt, Debian's
+# Chromium + ChromeDriver (headless browser tests), and wasm-bindgen-cli at the version in
+# Cargo.lock (its test runner drives Chromium). Safe to run again; nothing downloads a binary
+# outside the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  as_root apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+    || { as_root apt-get update >/dev/null && as_root apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
+
+wb_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock | head -1)
+if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$wb_version"; then
+  # Not --locked: the registry here lacks one of its pinned transitive versions.
+  cargo install wasm-bindgen-cli --version "$wb_version"
+fi
