@@ -95,14 +95,28 @@ pub fn load(
     Ok((model, manifest))
 }
 
+/// A chat in progress: the model, its conversation and how answers are printed.
+struct Session {
+    model: Jnana,
+    conversation: Conversation,
+    params: GenerationParams,
+    print_ids: bool,
+    generating: Arc<AtomicBool>,
+}
+
 pub fn run(args: ChatArgs) -> Result<()> {
     let (model, manifest) = load(&args.bundle, args.verify, args.dequantize)?;
-    let params = args.sampling.params(manifest.settings.max_new_tokens);
-    let mut conversation = model.new_conversation();
-    let generating = Arc::new(AtomicBool::new(false));
-    let cancel = conversation.cancel_flag();
+    let conversation = model.new_conversation();
+    let mut session = Session {
+        params: args.sampling.params(manifest.settings.max_new_tokens),
+        print_ids: args.ids,
+        generating: Arc::new(AtomicBool::new(false)),
+        conversation,
+        model,
+    };
     {
-        let generating = generating.clone();
+        let generating = session.generating.clone();
+        let cancel = session.conversation.cancel_flag();
         // Ctrl-C stops the answer being written; at the prompt it quits.
         ctrlc::set_handler(move || {
             if generating.load(Ordering::Relaxed) {
@@ -115,19 +129,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
     }
     let one_shot = args.text.is_some() || args.image.is_some() || args.transcript.is_some();
     if one_shot {
-        let request = Request {
+        return session.answer(&Request {
             image: args.image.as_deref().map(read_image).transpose()?,
             transcript: args.transcript.clone(),
             text: args.text.clone(),
-        };
-        return answer(
-            &model,
-            &mut conversation,
-            &request,
-            &params,
-            args.ids,
-            &generating,
-        );
+        });
     }
     eprintln!("Ask away. /image PATH attaches a picture, /new starts over, /quit leaves.");
     let mut image = None;
@@ -152,7 +158,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         match line {
             "/quit" | "/exit" => break,
             "/new" => {
-                conversation.reset();
+                session.conversation.reset();
                 eprintln!("(new conversation)");
                 continue;
             }
@@ -163,14 +169,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             transcript: None,
             text: Some(line.to_string()),
         };
-        if let Err(e) = answer(
-            &model,
-            &mut conversation,
-            &request,
-            &params,
-            args.ids,
-            &generating,
-        ) {
+        if let Err(e) = session.answer(&request) {
             eprintln!("error: {e:#}");
         }
     }
@@ -181,53 +180,51 @@ fn read_image(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn answer(
-    model: &Jnana,
-    conversation: &mut Conversation,
-    request: &Request,
-    params: &GenerationParams,
-    print_ids: bool,
-    generating: &AtomicBool,
-) -> Result<()> {
-    let started = Instant::now();
-    let mut first_token = None;
-    let mut stdout = std::io::stdout();
-    generating.store(true, Ordering::Relaxed);
-    let result = conversation.ask(model, request, params, |event| {
-        first_token.get_or_insert_with(|| started.elapsed());
-        if let Some(text) = &event.text {
-            let _ = stdout.write_all(text.as_bytes());
-            let _ = stdout.flush();
+impl Session {
+    /// Streams one answer to stdout, then its statistics to stderr.
+    fn answer(&mut self, request: &Request) -> Result<()> {
+        let started = Instant::now();
+        let mut first_token = None;
+        let mut stdout = std::io::stdout();
+        self.generating.store(true, Ordering::Relaxed);
+        let result = self
+            .conversation
+            .ask(&self.model, request, &self.params, |event| {
+                first_token.get_or_insert_with(|| started.elapsed());
+                if let Some(text) = &event.text {
+                    let _ = stdout.write_all(text.as_bytes());
+                    let _ = stdout.flush();
+                }
+                ControlFlow::Continue(())
+            });
+        self.generating.store(false, Ordering::Relaxed);
+        let answer = result?;
+        println!();
+        let elapsed = started.elapsed().as_secs_f64();
+        let ttft = first_token.map_or(elapsed, |d| d.as_secs_f64());
+        let decode_s = (elapsed - ttft).max(1e-9);
+        match answer.finish {
+            None => println!("{}", answer.text),
+            Some(finish) => eprintln!(
+                "[{} tokens, first after {:.0} ms, {:.1} tok/s, {:?}{}]",
+                answer.tokens.len(),
+                ttft * 1e3,
+                answer.tokens.len().saturating_sub(1) as f64 / decode_s,
+                finish,
+                if answer.dropped_turns > 0 {
+                    format!(
+                        ", {} oldest turn(s) dropped to fit the context",
+                        answer.dropped_turns
+                    )
+                } else {
+                    String::new()
+                }
+            ),
         }
-        ControlFlow::Continue(())
-    });
-    generating.store(false, Ordering::Relaxed);
-    let answer = result?;
-    println!();
-    let elapsed = started.elapsed().as_secs_f64();
-    let ttft = first_token.map_or(elapsed, |d| d.as_secs_f64());
-    let decode_s = (elapsed - ttft).max(1e-9);
-    match answer.finish {
-        None => println!("{}", answer.text),
-        Some(finish) => eprintln!(
-            "[{} tokens, first after {:.0} ms, {:.1} tok/s, {:?}{}]",
-            answer.tokens.len(),
-            ttft * 1e3,
-            answer.tokens.len().saturating_sub(1) as f64 / decode_s,
-            finish,
-            if answer.dropped_turns > 0 {
-                format!(
-                    ", {} oldest turn(s) dropped to fit the context",
-                    answer.dropped_turns
-                )
-            } else {
-                String::new()
-            }
-        ),
+        if self.print_ids {
+            let ids: Vec<String> = answer.tokens.iter().map(u32::to_string).collect();
+            eprintln!("ids: {}", ids.join(" "));
+        }
+        Ok(())
     }
-    if print_ids {
-        let ids: Vec<String> = answer.tokens.iter().map(u32::to_string).collect();
-        eprintln!("ids: {}", ids.join(" "));
-    }
-    Ok(())
 }

@@ -306,7 +306,27 @@ impl Conversation {
             answer: Vec::new(),
         });
 
-        // Feed whatever of the history + new prompt the cache does not hold yet.
+        match self.generate(model, params, &mut on_token) {
+            Ok(answer) => Ok(Answer {
+                dropped_turns: dropped,
+                ..answer
+            }),
+            Err(e) => {
+                // Whatever was fed is unknown: forget the turn and re-feed the history next time.
+                self.turns.pop();
+                self.cache.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Feeds what the cache lacks of the history and the new prompt, then streams the answer.
+    fn generate(
+        &mut self,
+        model: &Jnana,
+        params: &GenerationParams,
+        on_token: &mut impl FnMut(&TokenEvent) -> ControlFlow<()>,
+    ) -> Result<Answer> {
         let all = self.embed_history(model)?;
         let fed = self.cache.len();
         let total = all.dim(1)?;
@@ -356,14 +376,14 @@ impl Conversation {
         // The cache now holds the prompt and the answer up to its last sampled token; the turn
         // record lists the whole answer, and closing it adds `<|endoftext|>`. The next prompt
         // feeds whatever of that the cache lacks.
-        self.turns.last_mut().expect("pushed above").answer = tokens.clone();
+        self.turns.last_mut().expect("pushed by ask").answer = tokens.clone();
         self.open_turn = true;
         Ok(Answer {
             text,
             tokens,
             finish: Some(finish),
             prompt_positions: total,
-            dropped_turns: dropped,
+            dropped_turns: 0,
         })
     }
 

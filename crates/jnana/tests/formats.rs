@@ -405,7 +405,7 @@ fn small_tokenizer_json() -> String {
     jnana::synth::truncated_tokenizer_json(&gpt2, 1000).unwrap()
 }
 
-fn convert_fixtures(with_adapter: bool) -> jnana::Jnana {
+fn convert_fixtures(with_adapter: bool, vision_dtype: VisionDtype) -> jnana::Jnana {
     let json = |p: &str| {
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(fixture(p)).unwrap())
             .unwrap()
@@ -436,7 +436,7 @@ fn convert_fixtures(with_adapter: bool) -> jnana::Jnana {
         projector: Some(projector),
         tokenizer_json: small_tokenizer_json(),
         text_quant: GgmlDType::F32,
-        vision_dtype: VisionDtype::F32,
+        vision_dtype,
     };
     let (manifest, files) = convert::convert(inputs, &mut |_| {}).unwrap();
     let manifest = jnana::bundle::Manifest::from_json(&manifest.to_json()).unwrap();
@@ -449,7 +449,7 @@ fn convert_fixtures(with_adapter: bool) -> jnana::Jnana {
 
 #[test]
 fn converted_fixture_bundle_reproduces_the_multimodal_reference() {
-    let model = convert_fixtures(false);
+    let model = convert_fixtures(false, VisionDtype::F32);
     let dev = Device::Cpu;
     let inputs = read_all(&fixture("multimodal/inputs.safetensors"), &dev).unwrap();
     let expected = read_all(&fixture("multimodal/expected.safetensors"), &dev).unwrap();
@@ -475,7 +475,7 @@ fn converted_fixture_bundle_reproduces_the_multimodal_reference() {
 
 #[test]
 fn converted_bundle_with_the_adapter_merged_matches_peft() {
-    let model = convert_fixtures(true);
+    let model = convert_fixtures(true, VisionDtype::F32);
     let dev = Device::Cpu;
     let inputs = read_all(&fixture("lora/inputs.safetensors"), &dev).unwrap();
     let expected = read_all(&fixture("lora/expected.safetensors"), &dev).unwrap();
@@ -543,5 +543,78 @@ fn lora_on_a_quantized_base_is_kept_beside_or_requantized() {
     assert!(
         effect > 10.0 * diff,
         "adapter effect {effect} vs merge error {diff}"
+    );
+}
+
+#[test]
+fn a_full_clip_checkpoint_loads_its_vision_tower_and_ignores_the_text_tower() {
+    let dev = Device::Cpu;
+    let vision = open_path(&fixture("clip_vision/model.safetensors")).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = vision
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), vision.read_f32(&n, &dev).unwrap()))
+        .collect();
+    // What openai/clip-vit-base-patch32's full checkpoint adds beside the vision tower.
+    tensors.push((
+        "text_model.embeddings.token_embedding.weight".into(),
+        Tensor::zeros((10, 8), candle_core::DType::F32, &dev).unwrap(),
+    ));
+    tensors.push((
+        "text_projection.weight".into(),
+        Tensor::zeros((4, 8), candle_core::DType::F32, &dev).unwrap(),
+    ));
+    tensors.push((
+        "logit_scale".into(),
+        Tensor::zeros((), candle_core::DType::F32, &dev).unwrap(),
+    ));
+    let full = weights::open_source(
+        "model.safetensors",
+        Box::new(Cursor::new(weights::write_safetensors(&tensors).unwrap())),
+    )
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("clip_vision/config.json")).unwrap())
+            .unwrap();
+    let cfg = jnana::models::clip_vision::Config::from_hf_value("config.json", &config).unwrap();
+    let clip = bundle::load_clip(full, &cfg, &dev, QuantizedMatmul::IntegerDot).unwrap();
+    let inputs = read_all(&fixture("clip_vision/inputs.safetensors"), &dev).unwrap();
+    let expected = read_all(&fixture("clip_vision/expected.safetensors"), &dev).unwrap();
+    let features = clip.image_features(&inputs["pixel_values"], -1).unwrap();
+    let want = expected["last_hidden_state"].narrow(1, 1, 49).unwrap();
+    let (max, _) = abs_diff(&features, &want).unwrap();
+    assert!(max < 2e-5, "{max}");
+}
+
+#[test]
+fn a_q8_0_vision_tower_stays_close_to_float() {
+    let dev = Device::Cpu;
+    let inputs = read_all(&fixture("clip_vision/inputs.safetensors"), &dev).unwrap();
+    let float = convert_fixtures(false, VisionDtype::F32);
+    let q8 = convert_fixtures(false, VisionDtype::Q8_0);
+    let encode = |m: &jnana::Jnana| {
+        m.vision
+            .as_ref()
+            .unwrap()
+            .encode_pixels(&inputs["pixel_values"], -1)
+            .unwrap()
+    };
+    let (a, b) = (encode(&float), encode(&q8));
+    let (max, mean) = abs_diff(&a, &b).unwrap();
+    let scale = a
+        .abs()
+        .unwrap()
+        .max_keepdim(0)
+        .unwrap()
+        .max_keepdim(1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0] as f64;
+    assert!(max > 0.0, "Q8_0 weights should change something");
+    assert!(
+        max < 0.05 * scale && mean < 0.01 * scale,
+        "max {max}, mean {mean}, scale {scale}"
     );
 }

@@ -66,6 +66,44 @@ fn preprocessing_matches_pil_within_two_levels() {
     assert!(max <= 2.0 + 1e-3, "{max} levels");
 }
 
+/// Logits of `input_ids` within `atol` of `logits`, and greedy ids equal to `greedy`.
+fn check_phi(
+    phi: &Phi2,
+    inputs: &[u8],
+    expected: &[u8],
+    logits: &str,
+    atol: f64,
+    greedy_name: &str,
+) {
+    let inputs = tensors(inputs);
+    let expected = tensors(expected);
+    let embeds = phi
+        .embed(&ids_of(&inputs["input_ids"]).unwrap())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let ours = phi
+        .forward_trace(&embeds, &mut phi.new_cache())
+        .unwrap()
+        .logits;
+    let (max, _) = abs_diff(&ours, &expected[logits]).unwrap();
+    assert!(max <= atol, "{logits}: {max}");
+    let want = ids_of(&expected[greedy_name]).unwrap();
+    let prompt = ids_of(&inputs["prompt_ids"]).unwrap();
+    let pe = phi.embed(&prompt).unwrap().unsqueeze(0).unwrap();
+    let mut got = prompt.clone();
+    got.extend(
+        greedy(
+            phi,
+            &pe,
+            want.len() - prompt.len(),
+            phi.config().eos_token_id,
+        )
+        .unwrap(),
+    );
+    assert_eq!(got, want, "{logits}");
+}
+
 #[wasm_bindgen_test]
 fn phi_logits_match_transformers() {
     let cfg = phi2::Config::from_hf_json(
@@ -73,49 +111,28 @@ fn phi_logits_match_transformers() {
         std::str::from_utf8(fixture!("phi/config.json")).unwrap(),
     )
     .unwrap();
+    let bytes = fixture!("phi/model.safetensors").to_vec();
     let source = Arc::new(
-        SafetensorsSource::new(
-            "model.safetensors",
-            Box::new(Cursor::new(fixture!("phi/model.safetensors").to_vec())),
-        )
-        .unwrap(),
+        SafetensorsSource::new("model.safetensors", Box::new(Cursor::new(bytes))).unwrap(),
     );
     let phi = Phi2::new(&cfg, &Weights::new(source, &Device::Cpu)).unwrap();
-    let inputs = tensors(fixture!("phi/inputs.safetensors"));
-    let expected = tensors(fixture!("phi/expected.safetensors"));
-    let embeds = phi
-        .embed(&ids_of(&inputs["input_ids"]).unwrap())
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let logits = phi
-        .forward_trace(&embeds, &mut phi.new_cache())
-        .unwrap()
-        .logits;
-    let (max, _) = abs_diff(&logits, &expected["logits"]).unwrap();
-    assert!(max < 2e-5, "{max}");
-    let prompt = ids_of(&inputs["prompt_ids"]).unwrap();
-    let pe = phi.embed(&prompt).unwrap().unsqueeze(0).unwrap();
-    let mut got = prompt.clone();
-    got.extend(greedy(&phi, &pe, 20, Some(999)).unwrap());
-    assert_eq!(got, ids_of(&expected["greedy_ids"]).unwrap());
+    check_phi(
+        &phi,
+        fixture!("phi/inputs.safetensors"),
+        fixture!("phi/expected.safetensors"),
+        "logits",
+        2e-5,
+        "greedy_ids",
+    );
 }
 
 #[wasm_bindgen_test]
 fn quantized_phi_matches_transformers() {
-    let gguf: Arc<dyn jnana::weights::TensorSource> = Arc::new(
-        GgufSource::new(
-            "q8_0.gguf",
-            Box::new(Cursor::new(
-                fixture!("phi_gguf/phi2-tiny-q8_0.gguf").to_vec(),
-            )),
-        )
-        .unwrap(),
-    );
+    let bytes = fixture!("phi_gguf/phi2-tiny-q8_0.gguf").to_vec();
+    let gguf: Arc<dyn jnana::weights::TensorSource> =
+        Arc::new(GgufSource::new("q8_0.gguf", Box::new(Cursor::new(bytes))).unwrap());
     let (_, hf) = layout::hf_view(gguf.clone()).unwrap();
     let cfg = layout::config_from_gguf(gguf.gguf().unwrap(), hf.as_ref()).unwrap();
-    let inputs = tensors(fixture!("phi_gguf/inputs.safetensors"));
-    let expected = tensors(fixture!("phi_gguf/expected.safetensors"));
     for (mode, name, atol) in [
         (QuantizedMatmul::Dequantize, "logits.q8_0", 2e-5),
         (
@@ -129,22 +146,14 @@ fn quantized_phi_matches_transformers() {
             &Weights::new(hf.clone(), &Device::Cpu).with_quantized_matmul(mode),
         )
         .unwrap();
-        let embeds = phi
-            .embed(&ids_of(&inputs["input_ids"]).unwrap())
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let logits = phi
-            .forward_trace(&embeds, &mut phi.new_cache())
-            .unwrap()
-            .logits;
-        let (max, _) = abs_diff(&logits, &expected[name]).unwrap();
-        assert!(max <= atol, "{name}: {max}");
-        let prompt = ids_of(&inputs["prompt_ids"]).unwrap();
-        let pe = phi.embed(&prompt).unwrap().unsqueeze(0).unwrap();
-        let mut got = prompt.clone();
-        got.extend(greedy(&phi, &pe, 15, Some(999)).unwrap());
-        assert_eq!(got, ids_of(&expected["greedy_ids.q8_0"]).unwrap(), "{name}");
+        check_phi(
+            &phi,
+            fixture!("phi_gguf/inputs.safetensors"),
+            fixture!("phi_gguf/expected.safetensors"),
+            name,
+            atol,
+            "greedy_ids.q8_0",
+        );
     }
 }
 

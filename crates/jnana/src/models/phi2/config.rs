@@ -3,6 +3,27 @@ use crate::models::activation::Activation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Typed access to a config.json object, with errors naming the file.
+struct Fields<'a> {
+    file: &'a str,
+    v: &'a Value,
+}
+
+impl Fields<'_> {
+    fn uint(&self, key: &str) -> Option<usize> {
+        self.v.get(key).and_then(Value::as_u64).map(|x| x as usize)
+    }
+
+    fn float(&self, key: &str) -> Option<f64> {
+        self.v.get(key).and_then(Value::as_f64)
+    }
+
+    fn need(&self, key: &str) -> Result<usize> {
+        self.uint(key)
+            .ok_or_else(|| Error::file(self.file, format!("config lacks an integer `{key}`")))
+    }
+}
+
 /// Phi-2's dimensions, from an HF `config.json` or a GGUF's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -59,25 +80,20 @@ impl Config {
     }
 
     pub fn from_hf_value(file: &str, v: &Value) -> Result<Self> {
+        let fields = Fields { file, v };
         // microsoft/phi-2 before January 2024 shipped a remote-code `phi-msft` config.
         if v.get("n_embd").is_some() {
-            return Self::from_phi_msft(file, v);
+            return Self::from_phi_msft(&fields);
         }
-        let usize_of = |key: &str| -> Result<usize> {
-            v.get(key)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::file(file, format!("config lacks an integer `{key}`")))
-        };
         let rope = v.get("rope_parameters");
         let float_of = |key: &str, default: f64| -> f64 {
-            v.get(key)
-                .and_then(Value::as_f64)
+            fields
+                .float(key)
                 .or_else(|| rope.and_then(|r| r.get(key)).and_then(Value::as_f64))
                 .unwrap_or(default)
         };
-        let hidden_size = usize_of("hidden_size")?;
-        let num_attention_heads = usize_of("num_attention_heads")?;
+        let hidden_size = fields.need("hidden_size")?;
+        let num_attention_heads = fields.need("num_attention_heads")?;
         if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
             return Err(Error::file(
                 file,
@@ -92,64 +108,40 @@ impl Config {
         let hidden_act = Activation::from_hf(act_name)
             .ok_or_else(|| Error::file(file, format!("unsupported hidden_act `{act_name}`")))?;
         let cfg = Self {
-            vocab_size: usize_of("vocab_size")?,
+            vocab_size: fields.need("vocab_size")?,
             hidden_size,
-            intermediate_size: usize_of("intermediate_size")?,
-            num_hidden_layers: usize_of("num_hidden_layers")?,
+            intermediate_size: fields.need("intermediate_size")?,
+            num_hidden_layers: fields.need("num_hidden_layers")?,
             num_attention_heads,
-            num_key_value_heads: v
-                .get("num_key_value_heads")
-                .and_then(Value::as_u64)
-                .map(|x| x as usize),
+            num_key_value_heads: fields.uint("num_key_value_heads"),
             hidden_act,
-            max_position_embeddings: usize_of("max_position_embeddings")?,
+            max_position_embeddings: fields.need("max_position_embeddings")?,
             layer_norm_eps: float_of("layer_norm_eps", 1e-5),
             rope_theta: float_of("rope_theta", 10000.0) as f32,
             rotary_dim: (head_dim as f64 * float_of("partial_rotary_factor", 0.5)) as usize,
-            eos_token_id: v
-                .get("eos_token_id")
-                .and_then(Value::as_u64)
-                .map(|x| x as u32),
+            eos_token_id: fields.uint("eos_token_id").map(|x| x as u32),
         };
         cfg.validate(file)?;
         Ok(cfg)
     }
 
-    fn from_phi_msft(file: &str, v: &Value) -> Result<Self> {
-        let get = |key: &str| -> Result<usize> {
-            v.get(key)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::file(file, format!("config lacks an integer `{key}`")))
-        };
-        let hidden_size = get("n_embd")?;
+    fn from_phi_msft(fields: &Fields) -> Result<Self> {
+        let hidden_size = fields.need("n_embd")?;
         let cfg = Self {
-            vocab_size: get("vocab_size")?,
+            vocab_size: fields.need("vocab_size")?,
             hidden_size,
-            intermediate_size: v
-                .get("n_inner")
-                .and_then(Value::as_u64)
-                .map_or(4 * hidden_size, |x| x as usize),
-            num_hidden_layers: get("n_layer")?,
-            num_attention_heads: get("n_head")?,
-            num_key_value_heads: v
-                .get("n_head_kv")
-                .and_then(Value::as_u64)
-                .map(|x| x as usize),
+            intermediate_size: fields.uint("n_inner").unwrap_or(4 * hidden_size),
+            num_hidden_layers: fields.need("n_layer")?,
+            num_attention_heads: fields.need("n_head")?,
+            num_key_value_heads: fields.uint("n_head_kv"),
             hidden_act: Activation::GeluTanh,
-            max_position_embeddings: get("n_positions")?,
-            layer_norm_eps: v
-                .get("layer_norm_epsilon")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-5),
+            max_position_embeddings: fields.need("n_positions")?,
+            layer_norm_eps: fields.float("layer_norm_epsilon").unwrap_or(1e-5),
             rope_theta: 10000.0,
-            rotary_dim: get("rotary_dim")?,
-            eos_token_id: v
-                .get("eos_token_id")
-                .and_then(Value::as_u64)
-                .map(|x| x as u32),
+            rotary_dim: fields.need("rotary_dim")?,
+            eos_token_id: fields.uint("eos_token_id").map(|x| x as u32),
         };
-        cfg.validate(file)?;
+        cfg.validate(fields.file)?;
         Ok(cfg)
     }
 
