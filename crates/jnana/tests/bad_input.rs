@@ -336,3 +336,18 @@ fn token_ids_beyond_the_vocabulary_are_refused() {
     let e = error_text(model.phi.embed(&[1, 2, 60_000]));
     assert!(e.contains("60000") && e.contains("vocabulary"), "{e}");
 }
+
+#[test]
+fn a_long_thin_picture_is_preprocessed_without_resizing_all_of_it() {
+    // Resized whole, a 1 x 12 000 strip would be 224 x 2 688 000 pixels (1.8 GB).
+    let strip = png(1, 12_000);
+    let t = preprocess::image_to_pixel_values(
+        &strip,
+        &preprocess::PreprocessConfig::default(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(t.dims(), [1, 3, 224, 224]);
+    let e = error_text(preprocess::decode_image(&png(1, 12_001)));
+    assert!(e.contains("1x12001"), "{e}");
+}

@@ -123,20 +123,27 @@ pub fn resized_size(width: u32, height: u32, edge: u32) -> (u32, u32) {
 }
 
 /// Shortest-edge bicubic resize then centre crop, as 8-bit RGB (what the processor normalises).
-pub fn resize_and_crop(img: &RgbImage, cfg: &PreprocessConfig) -> RgbImage {
+pub fn resize_and_crop(img: &RgbImage, cfg: &PreprocessConfig) -> Result<RgbImage> {
+    if img.width() == 0 || img.height() == 0 || cfg.shortest_edge == 0 || cfg.crop_size == 0 {
+        return Err(Error::Image(format!(
+            "cannot resize a {}x{} picture to {} pixels",
+            img.width(),
+            img.height(),
+            cfg.shortest_edge
+        )));
+    }
     let (w, h) = resized_size(img.width(), img.height(), cfg.shortest_edge);
-    let resized = pil_bicubic::resize(img, w, h);
-    let crop = cfg.crop_size;
     // HF pads when the crop is larger than the picture; with shortest_edge >= crop_size that
     // never happens, so a plain crop is enough.
-    let top = h.saturating_sub(crop) / 2;
-    let left = w.saturating_sub(crop) / 2;
-    image::imageops::crop_imm(&resized, left, top, crop.min(w), crop.min(h)).to_image()
+    let (cw, ch) = (cfg.crop_size.min(w), cfg.crop_size.min(h));
+    let top = (h - ch) / 2;
+    let left = (w - cw) / 2;
+    Ok(pil_bicubic::resize_crop(img, (w, h), (left, top, cw, ch)))
 }
 
 /// `[1, 3, crop, crop]` normalised pixel values.
 pub fn pixel_values(img: &RgbImage, cfg: &PreprocessConfig, device: &Device) -> Result<Tensor> {
-    let cropped = resize_and_crop(img, cfg);
+    let cropped = resize_and_crop(img, cfg)?;
     let (w, h) = (cropped.width() as usize, cropped.height() as usize);
     let mut data = vec![0f32; 3 * w * h];
     for (x, y, px) in cropped.enumerate_pixels() {

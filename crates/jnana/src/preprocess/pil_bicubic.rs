@@ -22,17 +22,18 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// For each output index: the first input index and its fixed-point weights.
+/// For each output index of a window: the first input index and its fixed-point weights.
 struct Coefficients {
     taps: Vec<(usize, Vec<i32>)>,
 }
 
 impl Coefficients {
-    fn new(in_size: usize, out_size: usize) -> Self {
+    /// Weights for output indices `window` of a resize from `in_size` to `out_size`.
+    fn new(in_size: usize, out_size: usize, window: std::ops::Range<usize>) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let filter_scale = scale.max(1.0);
         let support = SUPPORT * filter_scale;
-        let taps = (0..out_size)
+        let taps = window
             .map(|xx| {
                 let center = (xx as f64 + 0.5) * scale;
                 let xmin = ((center - support + 0.5) as i64).max(0) as usize;
@@ -55,59 +56,84 @@ impl Coefficients {
             .collect();
         Self { taps }
     }
+
+    /// The identity (a dimension that keeps its size: Pillow skips that pass).
+    fn identity(window: std::ops::Range<usize>) -> Self {
+        Self {
+            taps: window.map(|x| (x, vec![1 << PRECISION_BITS])).collect(),
+        }
+    }
+
+    fn for_axis(in_size: usize, out_size: usize, window: std::ops::Range<usize>) -> Self {
+        if in_size == out_size {
+            Self::identity(window)
+        } else {
+            Self::new(in_size, out_size, window)
+        }
+    }
+
+    /// The input indices any tap reads.
+    fn input_span(&self) -> std::ops::Range<usize> {
+        let first = self.taps.iter().map(|(m, _)| *m).min().unwrap_or(0);
+        let end = self
+            .taps
+            .iter()
+            .map(|(m, w)| m + w.len())
+            .max()
+            .unwrap_or(0);
+        first..end
+    }
 }
 
 fn clip8(acc: i64) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// `src` (`width`×`height`×3, row-major) resampled along x into `out_width` columns.
-fn horizontal(src: &[u8], width: usize, height: usize, out_width: usize) -> Vec<u8> {
-    let coeffs = Coefficients::new(width, out_width);
-    let mut out = vec![0u8; out_width * height * 3];
-    for y in 0..height {
-        let row = &src[y * width * 3..(y + 1) * width * 3];
-        for (xx, (xmin, weights)) in coeffs.taps.iter().enumerate() {
+fn dot(taps: &(usize, Vec<i32>), sample: impl Fn(usize) -> u8) -> u8 {
+    let (start, weights) = taps;
+    let mut acc: i64 = 1 << (PRECISION_BITS - 1);
+    for (i, &w) in weights.iter().enumerate() {
+        acc += sample(start + i) as i64 * w as i64;
+    }
+    clip8(acc)
+}
+
+/// Pillow's `img.resize((width, height), BICUBIC).crop((left, top, left + crop_w, top + crop_h))`,
+/// computing only the cropped pixels (a very long, thin picture would otherwise resize to
+/// gigabytes). Horizontal pass first, 8-bit intermediate, then the vertical pass.
+pub fn resize_crop(
+    img: &RgbImage,
+    (width, height): (u32, u32),
+    (left, top, crop_w, crop_h): (u32, u32, u32, u32),
+) -> RgbImage {
+    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    let (left, top, cw, ch) = (
+        left as usize,
+        top as usize,
+        crop_w as usize,
+        crop_h as usize,
+    );
+    let xs = Coefficients::for_axis(in_w, width as usize, left..left + cw);
+    let ys = Coefficients::for_axis(in_h, height as usize, top..top + ch);
+    let rows = ys.input_span();
+    let src = img.as_raw();
+    // Horizontal pass over the input rows the vertical pass reads.
+    let mut mid = vec![0u8; rows.len() * cw * 3];
+    for (r, y) in rows.clone().enumerate() {
+        let row = &src[y * in_w * 3..(y + 1) * in_w * 3];
+        for (x, taps) in xs.taps.iter().enumerate() {
             for c in 0..3 {
-                let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-                for (i, &w) in weights.iter().enumerate() {
-                    acc += row[(xmin + i) * 3 + c] as i64 * w as i64;
-                }
-                out[(y * out_width + xx) * 3 + c] = clip8(acc);
+                mid[(r * cw + x) * 3 + c] = dot(taps, |i| row[i * 3 + c]);
             }
         }
     }
-    out
-}
-
-fn vertical(src: &[u8], width: usize, height: usize, out_height: usize) -> Vec<u8> {
-    let coeffs = Coefficients::new(height, out_height);
-    let mut out = vec![0u8; width * out_height * 3];
-    for (yy, (ymin, weights)) in coeffs.taps.iter().enumerate() {
-        for x in 0..width * 3 {
-            let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-            for (i, &w) in weights.iter().enumerate() {
-                acc += src[(ymin + i) * width * 3 + x] as i64 * w as i64;
-            }
-            out[yy * width * 3 + x] = clip8(acc);
+    let mut out = vec![0u8; cw * ch * 3];
+    for (y, taps) in ys.taps.iter().enumerate() {
+        for x in 0..cw * 3 {
+            out[y * cw * 3 + x] = dot(taps, |i| mid[(i - rows.start) * cw * 3 + x]);
         }
     }
-    out
-}
-
-/// Resizes like Pillow: horizontal pass, 8-bit intermediate, vertical pass (each only when
-/// that dimension changes).
-pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (ow, oh) = (width as usize, height as usize);
-    let mut pixels = img.as_raw().clone();
-    if ow != w {
-        pixels = horizontal(&pixels, w, h, ow);
-    }
-    if oh != h {
-        pixels = vertical(&pixels, ow, h, oh);
-    }
-    RgbImage::from_raw(width, height, pixels).expect("buffer sized for the output")
+    RgbImage::from_raw(crop_w, crop_h, out).expect("buffer sized for the output")
 }
 
 #[cfg(test)]
@@ -117,7 +143,7 @@ mod tests {
     #[test]
     fn weights_sum_to_one_in_fixed_point() {
         for (inp, out) in [(480, 224), (224, 480), (311, 224), (7, 3)] {
-            for (_, w) in Coefficients::new(inp, out).taps {
+            for (_, w) in Coefficients::new(inp, out, 0..out).taps {
                 let sum: i64 = w.iter().map(|&v| v as i64).sum();
                 assert!(
                     (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
@@ -130,7 +156,23 @@ mod tests {
     #[test]
     fn a_flat_picture_stays_flat() {
         let img = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
-        let out = resize(&img, 224, 139);
+        let out = resize_crop(&img, (224, 139), (0, 0, 224, 139));
         assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
+    }
+
+    #[test]
+    fn cropping_computes_the_same_pixels_as_resizing_everything() {
+        let img = RgbImage::from_fn(97, 61, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 11 % 256) as u8,
+                ((x * y) % 256) as u8,
+            ])
+        });
+        let full = resize_crop(&img, (150, 120), (0, 0, 150, 120));
+        let part = resize_crop(&img, (150, 120), (30, 40, 64, 50));
+        for (x, y, p) in part.enumerate_pixels() {
+            assert_eq!(p, full.get_pixel(x + 30, y + 40));
+        }
     }
 }
