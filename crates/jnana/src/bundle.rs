@@ -646,3 +646,53 @@ pub fn read_manifest(path: &Path) -> Result<(Manifest, PathBuf)> {
         std::fs::read_to_string(&file).map_err(|e| Error::file(file.display().to_string(), e))?;
     Ok((Manifest::from_json(&json)?, dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_manifest_names_the_public_weights() {
+        let m = Manifest::default_public();
+        for role in [
+            Role::LanguageModel,
+            Role::Tokenizer,
+            Role::LoraConfig,
+            Role::LoraWeights,
+            Role::VisionModel,
+            Role::ProjectorLinear,
+            Role::ProjectorBlock,
+        ] {
+            let f = m.file(role).unwrap_or_else(|| panic!("{role:?} missing"));
+            assert!(f
+                .urls
+                .iter()
+                .all(|u| u.starts_with("https://huggingface.co/")));
+        }
+        assert_eq!(m.settings.prompt.image_marker, "caption image:");
+        assert_eq!(m.settings.eos_token_id, Some(50256));
+        // Not pinned: nothing here can download them (see the README).
+        assert!(m.files.iter().all(|f| f.sha256.is_none()));
+    }
+
+    #[test]
+    fn concatenated_parts_read_and_seek_as_one_file() {
+        let parts: Vec<(Box<dyn ReadSeek>, u64)> = vec![
+            (Box::new(std::io::Cursor::new(b"hello ".to_vec())), 6),
+            (Box::new(std::io::Cursor::new(b"wide ".to_vec())), 5),
+            (Box::new(std::io::Cursor::new(b"world".to_vec())), 5),
+        ];
+        let mut r = ConcatReader::new(parts).unwrap();
+        let mut all = String::new();
+        r.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "hello wide world");
+        r.seek(SeekFrom::Start(8)).unwrap();
+        let mut buf = [0u8; 6];
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"de wor");
+        assert_eq!(r.seek(SeekFrom::End(-2)).unwrap(), 14);
+        let short: Vec<(Box<dyn ReadSeek>, u64)> =
+            vec![(Box::new(std::io::Cursor::new(vec![0u8; 3])), 4)];
+        assert!(ConcatReader::new(short).is_err());
+    }
+}
