@@ -5,6 +5,7 @@
 //! Start at [`bundle::load`] (a manifest and its files → [`Jnana`]) and
 //! [`Conversation::ask`](pipeline::Conversation::ask).
 
+pub mod audio;
 pub mod bundle;
 pub mod conformance;
 pub mod convert;
@@ -14,6 +15,7 @@ pub mod lora;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
+pub mod speech;
 pub mod synth;
 pub mod tokenizer;
 pub mod weights;

@@ -66,7 +66,6 @@ fn tokenizers() {
 }
 
 #[test]
-fn whisper_is_not_claimed() {
-    // Speech lands in the next issue; until then the folder must be reported, not passed.
-    assert!(conformance::run(&fixture("whisper")).is_err());
+fn whisper() {
+    assert_conforms("whisper");
 }

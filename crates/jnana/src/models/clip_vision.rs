@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::attention::{attend, split_heads};
 use crate::weights::{Linear, Weights};
 use candle_core::{Module, Tensor};
 use candle_nn::LayerNorm;
@@ -150,19 +151,14 @@ impl Attention {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, n, h) = xs.dims3()?;
-        let head_dim = h / self.num_heads;
-        let heads = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, n, self.num_heads, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = heads(self.q_proj.forward(xs)?)?;
-        let k = heads(self.k_proj.forward(xs)?)?;
-        let v = heads(self.v_proj.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
+        let head_dim = xs.dim(2)? / self.num_heads;
+        let heads = |l: &Linear| split_heads(&l.forward(xs)?, self.num_heads, head_dim);
+        let (q, k, v) = (
+            heads(&self.q_proj)?,
+            heads(&self.k_proj)?,
+            heads(&self.v_proj)?,
+        );
+        let out = attend(&q, &k, &v, self.scale, None)?;
         Ok(self.out_proj.forward(&out)?)
     }
 }

@@ -143,6 +143,15 @@ impl Weights {
         ))
     }
 
+    /// An embedding table `[rows, cols]`, kept block-quantized when stored that way and the
+    /// matmul mode is integer-dot (rows are dequantized as they are looked up).
+    pub fn embedding(&self, rows: usize, cols: usize, name: &str) -> Result<Embedding> {
+        Ok(match self.matrix(rows, cols, name)? {
+            QMatMul::QTensor(q) => Embedding::Quantized(q),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Embedding::Float(t),
+        })
+    }
+
     /// How the tensor at `name` is stored, if present.
     pub fn stored_type(&self, name: &str) -> Option<StoredType> {
         self.source.meta(&self.path(name)).map(|m| m.stored)
@@ -154,6 +163,45 @@ pub(crate) fn quantized_matmul(q: QTensor, mode: QuantizedMatmul) -> Result<QMat
         QuantizedMatmul::IntegerDot => QMatMul::from_qtensor(q)?,
         QuantizedMatmul::Dequantize => QMatMul::Tensor(q.dequantize(&q.device())?),
     })
+}
+
+/// A token embedding table, float or block-quantized.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Float(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Embedding {
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Float(t) => t.dims()[0],
+            Self::Quantized(q) => q.shape().dims()[0],
+        }
+    }
+
+    /// Rows for `ids` (a 1-D u32 tensor): `[n, cols]`.
+    pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Float(w) => w.index_select(ids, 0)?,
+            Self::Quantized(q) => q.embedding(ids)?,
+        })
+    }
+
+    pub fn to_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Self::Float(w) => w.clone(),
+            Self::Quantized(q) => q.dequantize(&q.device())?,
+        })
+    }
+
+    /// The same table as an output head (`x Eᵀ`), for models that tie the two.
+    pub fn as_output_head(&self) -> QMatMul {
+        match self {
+            Self::Float(w) => QMatMul::Tensor(w.clone()),
+            Self::Quantized(q) => QMatMul::QTensor(q.clone()),
+        }
+    }
 }
 
 /// A low-rank update kept beside its base weight: `y += (x A^T) B^T`, the LoRA scaling folded

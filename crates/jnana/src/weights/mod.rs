@@ -4,12 +4,14 @@
 //! and loads one tensor at a time, so a multi-gigabyte checkpoint never needs a second copy.
 
 mod builder;
+mod ct2;
 mod gguf;
 mod pth;
 mod rename;
 mod safetensors;
 
-pub use builder::{Linear, LowRank, QuantizedMatmul, Weights};
+pub use builder::{Embedding, Linear, LowRank, QuantizedMatmul, Weights};
+pub use ct2::Ct2Source;
 pub use gguf::GgufSource;
 pub use pth::PthSource;
 pub use rename::{Prefixed, Renamed, Union};
@@ -70,17 +72,35 @@ pub fn open_source(
     file_name: &str,
     mut reader: Box<dyn ReadSeek>,
 ) -> Result<Arc<dyn TensorSource>> {
-    let mut magic = [0u8; 4];
-    let n = read_up_to(&mut reader, &mut magic)?;
+    let mut head = [0u8; 64];
+    let n = read_up_to(&mut reader, &mut head)?;
     reader.rewind()?;
-    let magic = &magic[..n];
-    if magic == b"GGUF" {
+    let head = &head[..n];
+    if head.starts_with(b"GGUF") {
         Ok(Arc::new(GgufSource::new(file_name, reader)?))
-    } else if magic == b"PK\x03\x04" {
+    } else if head.starts_with(b"PK\x03\x04") {
         Ok(Arc::new(PthSource::new(file_name, reader)?))
+    } else if is_ctranslate2(head) {
+        Ok(Arc::new(Ct2Source::new(file_name, reader)?))
     } else {
         Ok(Arc::new(SafetensorsSource::new(file_name, reader)?))
     }
+}
+
+/// CTranslate2: a small binary version, then a length-prefixed spec name like `WhisperSpec`.
+fn is_ctranslate2(head: &[u8]) -> bool {
+    if head.len() < 8 {
+        return false;
+    }
+    let version = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let len = u16::from_le_bytes([head[4], head[5]]) as usize;
+    (3..=6).contains(&version)
+        && head.get(6..6 + len).is_some_and(|name| {
+            name.trim_ascii_end()
+                .strip_suffix(b"\0")
+                .unwrap_or(name)
+                .ends_with(b"Spec")
+        })
 }
 
 fn read_up_to(reader: &mut dyn ReadSeek, buf: &mut [u8]) -> Result<usize> {

@@ -12,13 +12,13 @@ pub use config::Config;
 
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::weights::{Linear, LowRank, QuantizedMatmul, Weights};
-use candle_core::quantized::{QMatMul, QTensor};
+use crate::models::attention::{attend, causal_mask, split_heads};
+use crate::weights::{Embedding, Linear, LowRank, Weights};
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::LayerNorm;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// The KV cache grows in steps of this many positions, so a short chat does not reserve the
 /// whole context up front.
@@ -117,7 +117,6 @@ impl Attention {
         cache: &mut KvCache,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (b, seq_len, _) = xs.dims3()?;
         let (q_out, kv_out) = (
             self.num_heads * self.head_dim,
             self.num_kv_heads * self.head_dim,
@@ -133,30 +132,16 @@ impl Attention {
             }
             QkvProj::Split(q, k, v) => (q.forward(xs)?, k.forward(xs)?, v.forward(xs)?),
         };
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, seq_len, n, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
         let offset = cache.current_seq_len();
-        let q = rotary.apply(&heads(q, self.num_heads)?, offset)?;
-        let k = rotary.apply(&heads(k, self.num_kv_heads)?, offset)?;
-        let v = heads(v, self.num_kv_heads)?;
+        let q = rotary.apply(&split_heads(&q, self.num_heads, self.head_dim)?, offset)?;
+        let k = rotary.apply(&split_heads(&k, self.num_kv_heads, self.head_dim)?, offset)?;
+        let v = split_heads(&v, self.num_kv_heads, self.head_dim)?;
         let (k, v) = cache.append(&k.contiguous()?, &v)?;
         let repeat = self.num_heads / self.num_kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
 
-        let scores = (q.matmul(&k.t()?)? * self.softmax_scale)?;
-        let scores = match mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, seq_len, q_out))?;
+        let out = attend(&q, &k, &v, self.softmax_scale, mask)?;
         Ok(self.dense.forward(&out)?)
     }
 }
@@ -251,12 +236,6 @@ impl DecoderLayer {
     }
 }
 
-#[derive(Debug, Clone)]
-enum TokenEmbedding {
-    Float(Tensor),
-    Quantized(Arc<QTensor>),
-}
-
 /// The attention state of one conversation: keys and values of every position fed so far.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -298,7 +277,7 @@ pub struct Trace {
 
 #[derive(Debug, Clone)]
 pub struct Phi2 {
-    embed_tokens: TokenEmbedding,
+    embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     final_layernorm: LayerNorm,
     lm_head: Linear,
@@ -310,7 +289,7 @@ impl Phi2 {
     /// Loads from weights named as in `PhiForCausalLM` (use [`layout::hf_view`] for GGUF files).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
         let m = vb.pp("model");
-        let embed_tokens = load_embedding(cfg, &m.pp("embed_tokens"))?;
+        let embed_tokens = m.embedding(cfg.vocab_size, cfg.hidden_size, "embed_tokens.weight")?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, &m.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
@@ -360,11 +339,7 @@ impl Phi2 {
                 self.config.vocab_size
             )));
         }
-        let ids_t = Tensor::new(ids, &self.device())?;
-        Ok(match &self.embed_tokens {
-            TokenEmbedding::Float(w) => w.index_select(&ids_t, 0)?,
-            TokenEmbedding::Quantized(q) => q.embedding(&ids_t)?,
-        })
+        self.embed_tokens.lookup(&Tensor::new(ids, &self.device())?)
     }
 
     /// Feeds `[1, n, hidden]` embeddings after what `cache` holds; returns the logits of the
@@ -475,11 +450,10 @@ impl Phi2 {
             }
             Ok(v)
         };
-        let embed = match &self.embed_tokens {
-            TokenEmbedding::Float(w) => w.clone(),
-            TokenEmbedding::Quantized(q) => q.dequantize(&q.device())?,
-        };
-        let mut out = vec![("model.embed_tokens.weight".to_string(), embed)];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.to_f32()?,
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.extend(ln(format!("{p}.input_layernorm"), &layer.input_layernorm));
@@ -641,35 +615,4 @@ impl LinearDevice for Linear {
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.device().clone(),
         })
     }
-}
-
-fn load_embedding(cfg: &Config, vb: &Weights) -> Result<TokenEmbedding> {
-    let shape = [cfg.vocab_size, cfg.hidden_size];
-    match vb.matrix(shape[0], shape[1], "weight")? {
-        QMatMul::QTensor(q) if vb.quantized_matmul() == QuantizedMatmul::IntegerDot => {
-            Ok(TokenEmbedding::Quantized(q))
-        }
-        QMatMul::QTensor(q) => Ok(TokenEmbedding::Float(q.dequantize(&q.device())?)),
-        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Ok(TokenEmbedding::Float(t)),
-    }
-}
-
-/// Additive mask: position `i` of the new rows (absolute `offset + i`) sees keys `0..=offset+i`.
-fn causal_mask(seq_len: usize, offset: usize, device: &Device) -> Result<Option<Tensor>> {
-    if seq_len <= 1 {
-        return Ok(None);
-    }
-    let total = offset + seq_len;
-    let mask: Vec<f32> = (0..seq_len)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Ok(Some(Tensor::from_vec(mask, (seq_len, total), device)?))
 }

@@ -1,0 +1,450 @@
+//! Whisper (`WhisperForConditionalGeneration`): a convolutional stem and pre-LN transformer
+//! encoder over 30 s of log-mel features, and a pre-LN decoder with self-attention (causal,
+//! cached), cross-attention on the encoder output (keys and values computed once) and an output
+//! head tied to the token embeddings. Exact erf GELU; `k_proj` has no bias. Float or
+//! block-quantized weights with HF names (`model.encoder.*`, `model.decoder.*`).
+
+use crate::error::{Error, Result};
+use crate::models::activation::Activation;
+use crate::models::attention::{attend, causal_mask, split_heads};
+use crate::weights::{Embedding, Linear, Weights};
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Module, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::LayerNorm;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub num_mel_bins: usize,
+    pub d_model: usize,
+    pub encoder_layers: usize,
+    pub encoder_attention_heads: usize,
+    pub encoder_ffn_dim: usize,
+    pub decoder_layers: usize,
+    pub decoder_attention_heads: usize,
+    pub decoder_ffn_dim: usize,
+    pub vocab_size: usize,
+    pub max_source_positions: usize,
+    pub max_target_positions: usize,
+    pub scale_embedding: bool,
+    pub activation_function: Activation,
+    /// Tokens never generated.
+    #[serde(default)]
+    pub suppress_tokens: Vec<u32>,
+    /// Tokens not generated first (a blank and end-of-text).
+    #[serde(default)]
+    pub begin_suppress_tokens: Vec<u32>,
+}
+
+impl Config {
+    /// Parses a transformers `WhisperConfig` (config.json).
+    pub fn from_hf_value(file: &str, v: &Value) -> Result<Self> {
+        let need = |key: &str| -> Result<usize> {
+            v.get(key)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::file(file, format!("config lacks an integer `{key}`")))
+        };
+        let ids = |key: &str| -> Vec<u32> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|x| x as u32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let act = v
+            .get("activation_function")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
+        let cfg = Self {
+            num_mel_bins: need("num_mel_bins")?,
+            d_model: need("d_model")?,
+            encoder_layers: need("encoder_layers")?,
+            encoder_attention_heads: need("encoder_attention_heads")?,
+            encoder_ffn_dim: need("encoder_ffn_dim")?,
+            decoder_layers: need("decoder_layers")?,
+            decoder_attention_heads: need("decoder_attention_heads")?,
+            decoder_ffn_dim: need("decoder_ffn_dim")?,
+            vocab_size: need("vocab_size")?,
+            max_source_positions: need("max_source_positions")?,
+            max_target_positions: need("max_target_positions")?,
+            scale_embedding: v
+                .get("scale_embedding")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            activation_function: Activation::from_hf(act)
+                .ok_or_else(|| Error::file(file, format!("unsupported activation `{act}`")))?,
+            suppress_tokens: ids("suppress_tokens"),
+            begin_suppress_tokens: ids("begin_suppress_tokens"),
+        };
+        for (what, heads) in [
+            ("encoder", cfg.encoder_attention_heads),
+            ("decoder", cfg.decoder_attention_heads),
+        ] {
+            if heads == 0 || cfg.d_model % heads != 0 {
+                return Err(Error::file(
+                    file,
+                    format!(
+                        "d_model {} is not divisible by {heads} {what} heads",
+                        cfg.d_model
+                    ),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn to_hf_json(&self) -> Value {
+        serde_json::json!({
+            "architectures": ["WhisperForConditionalGeneration"],
+            "model_type": "whisper",
+            "num_mel_bins": self.num_mel_bins,
+            "d_model": self.d_model,
+            "encoder_layers": self.encoder_layers,
+            "encoder_attention_heads": self.encoder_attention_heads,
+            "encoder_ffn_dim": self.encoder_ffn_dim,
+            "decoder_layers": self.decoder_layers,
+            "decoder_attention_heads": self.decoder_attention_heads,
+            "decoder_ffn_dim": self.decoder_ffn_dim,
+            "vocab_size": self.vocab_size,
+            "max_source_positions": self.max_source_positions,
+            "max_target_positions": self.max_target_positions,
+            "scale_embedding": self.scale_embedding,
+            "activation_function": self.activation_function.hf_name(),
+            "suppress_tokens": self.suppress_tokens,
+            "begin_suppress_tokens": self.begin_suppress_tokens,
+            "tie_word_embeddings": true,
+        })
+    }
+
+    /// Mel frames the encoder takes (two per output position: the stem has stride 2).
+    pub fn n_frames(&self) -> usize {
+        2 * self.max_source_positions
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(d: usize, heads: usize, vb: &Weights) -> Result<Self> {
+        Ok(Self {
+            q_proj: vb.linear(d, d, "q_proj")?,
+            k_proj: vb.linear_no_bias(d, d, "k_proj")?,
+            v_proj: vb.linear(d, d, "v_proj")?,
+            out_proj: vb.linear(d, d, "out_proj")?,
+            heads,
+            head_dim: d / heads,
+        })
+    }
+
+    /// Keys and values of `xs`, `[batch, heads, seq, head_dim]`.
+    fn keys_values(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            split_heads(&self.k_proj.forward(xs)?, self.heads, self.head_dim)?,
+            split_heads(&self.v_proj.forward(xs)?, self.heads, self.head_dim)?,
+        ))
+    }
+
+    fn attend_to(
+        &self,
+        xs: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let q = split_heads(&self.q_proj.forward(xs)?, self.heads, self.head_dim)?;
+        let out = attend(&q, k, v, (self.head_dim as f64).powf(-0.5), mask)?;
+        Ok(self.out_proj.forward(&out)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    fn new(d: usize, ffn: usize, act: Activation, vb: &Weights) -> Result<Self> {
+        Ok(Self {
+            fc1: vb.linear(d, ffn, "fc1")?,
+            fc2: vb.linear(ffn, d, "fc2")?,
+            act,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .fc2
+            .forward(&self.act.forward(&self.fc1.forward(xs)?)?)?)
+    }
+}
+
+const LN_EPS: f64 = 1e-5;
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    self_attn_layer_norm: LayerNorm,
+    self_attn: Attention,
+    final_layer_norm: LayerNorm,
+    mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
+        let d = cfg.d_model;
+        Ok(Self {
+            self_attn_layer_norm: vb.layer_norm(d, LN_EPS, "self_attn_layer_norm")?,
+            self_attn: Attention::new(d, cfg.encoder_attention_heads, &vb.pp("self_attn"))?,
+            final_layer_norm: vb.layer_norm(d, LN_EPS, "final_layer_norm")?,
+            mlp: Mlp::new(d, cfg.encoder_ffn_dim, cfg.activation_function, vb)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(xs)?;
+        let (k, v) = self.self_attn.keys_values(&h)?;
+        let xs = (xs + self.self_attn.attend_to(&h, &k, &v, None)?)?;
+        let mlp = self.mlp.forward(&self.final_layer_norm.forward(&xs)?)?;
+        Ok((xs + mlp)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn_layer_norm: LayerNorm,
+    self_attn: Attention,
+    encoder_attn_layer_norm: LayerNorm,
+    encoder_attn: Attention,
+    final_layer_norm: LayerNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
+        let (d, heads) = (cfg.d_model, cfg.decoder_attention_heads);
+        Ok(Self {
+            self_attn_layer_norm: vb.layer_norm(d, LN_EPS, "self_attn_layer_norm")?,
+            self_attn: Attention::new(d, heads, &vb.pp("self_attn"))?,
+            encoder_attn_layer_norm: vb.layer_norm(d, LN_EPS, "encoder_attn_layer_norm")?,
+            encoder_attn: Attention::new(d, heads, &vb.pp("encoder_attn"))?,
+            final_layer_norm: vb.layer_norm(d, LN_EPS, "final_layer_norm")?,
+            mlp: Mlp::new(d, cfg.decoder_ffn_dim, cfg.activation_function, vb)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cache: &mut KvCache,
+        cross: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(xs)?;
+        let (k, v) = self.self_attn.keys_values(&h)?;
+        let (k, v) = cache.append(&k, &v)?;
+        let xs = (xs
+            + self
+                .self_attn
+                .attend_to(&h, &k.contiguous()?, &v.contiguous()?, mask)?)?;
+        let h = self.encoder_attn_layer_norm.forward(&xs)?;
+        let xs = (&xs + self.encoder_attn.attend_to(&h, &cross.0, &cross.1, None)?)?;
+        let mlp = self.mlp.forward(&self.final_layer_norm.forward(&xs)?)?;
+        Ok((xs + mlp)?)
+    }
+}
+
+/// What the encoder reports, for reference checks too.
+pub struct EncoderOutput {
+    /// After the stem and positions, before the first layer.
+    pub embeddings: Tensor,
+    /// After `encoder.layer_norm`: `[1, positions, d_model]`.
+    pub hidden: Tensor,
+}
+
+/// One transcription's decoder state: the self-attention cache and the cross-attention keys and
+/// values of its audio.
+pub struct DecoderState {
+    self_kv: Vec<KvCache>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+}
+
+impl DecoderState {
+    /// Tokens fed so far.
+    pub fn len(&self) -> usize {
+        self.self_kv.first().map_or(0, |c| c.current_seq_len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Whisper {
+    conv1: (Tensor, Tensor),
+    conv2: (Tensor, Tensor),
+    encoder_positions: Tensor,
+    encoder_layers: Vec<EncoderLayer>,
+    encoder_layer_norm: LayerNorm,
+    embed_tokens: Embedding,
+    output_head: QMatMul,
+    decoder_positions: Tensor,
+    decoder_layers: Vec<DecoderLayer>,
+    decoder_layer_norm: LayerNorm,
+    config: Config,
+}
+
+impl Whisper {
+    /// `vb` points at the checkpoint root (names `model.encoder.*`, `model.decoder.*`).
+    pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
+        let (d, mels) = (cfg.d_model, cfg.num_mel_bins);
+        let enc = vb.pp("model.encoder");
+        let dec = vb.pp("model.decoder");
+        let conv = |name: &str, inp: usize| -> Result<(Tensor, Tensor)> {
+            Ok((
+                enc.get(&[d, inp, 3], &format!("{name}.weight"))?,
+                enc.get(&[d], &format!("{name}.bias"))?,
+            ))
+        };
+        let embed_tokens = dec.embedding(cfg.vocab_size, d, "embed_tokens.weight")?;
+        Ok(Self {
+            conv1: conv("conv1", mels)?,
+            conv2: conv("conv2", d)?,
+            encoder_positions: enc.get(&[cfg.max_source_positions, d], "embed_positions.weight")?,
+            encoder_layers: (0..cfg.encoder_layers)
+                .map(|i| EncoderLayer::new(cfg, &enc.pp("layers").pp(i)))
+                .collect::<Result<_>>()?,
+            encoder_layer_norm: enc.layer_norm(d, LN_EPS, "layer_norm")?,
+            output_head: embed_tokens.as_output_head(),
+            embed_tokens,
+            decoder_positions: dec.get(&[cfg.max_target_positions, d], "embed_positions.weight")?,
+            decoder_layers: (0..cfg.decoder_layers)
+                .map(|i| DecoderLayer::new(cfg, &dec.pp("layers").pp(i)))
+                .collect::<Result<_>>()?,
+            decoder_layer_norm: dec.layer_norm(d, LN_EPS, "layer_norm")?,
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.encoder_positions.device().clone()
+    }
+
+    /// Encodes `[1, n_mels, 2 * max_source_positions]` log-mel features.
+    pub fn encode(&self, mel: &Tensor) -> Result<EncoderOutput> {
+        let want = [1, self.config.num_mel_bins, self.config.n_frames()];
+        if mel.dims() != want {
+            return Err(Error::Input(format!(
+                "mel features have shape {:?}, the encoder takes {want:?}",
+                mel.dims()
+            )));
+        }
+        let act = self.config.activation_function;
+        let stem = |x: &Tensor, (w, b): &(Tensor, Tensor), stride: usize| -> Result<Tensor> {
+            let y = x
+                .conv1d(w, 1, stride, 1, 1)?
+                .broadcast_add(&b.reshape((1, (), 1))?)?;
+            Ok(act.forward(&y)?)
+        };
+        let x = stem(&stem(mel, &self.conv1, 1)?, &self.conv2, 2)?;
+        let embeddings = x.transpose(1, 2)?.broadcast_add(&self.encoder_positions)?;
+        let mut hidden = embeddings.clone();
+        for layer in &self.encoder_layers {
+            hidden = layer.forward(&hidden)?;
+        }
+        Ok(EncoderOutput {
+            embeddings,
+            hidden: self.encoder_layer_norm.forward(&hidden)?,
+        })
+    }
+
+    /// A fresh decoder state attending to `encoder_hidden`.
+    pub fn new_state(&self, encoder_hidden: &Tensor) -> Result<DecoderState> {
+        let cross_kv = self
+            .decoder_layers
+            .iter()
+            .map(|l| l.encoder_attn.keys_values(encoder_hidden))
+            .collect::<Result<_>>()?;
+        Ok(DecoderState {
+            self_kv: (0..self.decoder_layers.len())
+                .map(|_| KvCache::new(2, self.config.max_target_positions))
+                .collect(),
+            cross_kv,
+        })
+    }
+
+    /// Feeds `ids` after what `state` holds; returns the hidden states after
+    /// `decoder.layer_norm`, `[1, ids, d_model]`.
+    pub fn decode_hidden(&self, ids: &[u32], state: &mut DecoderState) -> Result<Tensor> {
+        let offset = state.len();
+        if ids.is_empty() || offset + ids.len() > self.config.max_target_positions {
+            return Err(Error::Input(format!(
+                "the decoder holds {} positions; {} + {} do not fit",
+                self.config.max_target_positions,
+                offset,
+                ids.len()
+            )));
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside Whisper's vocabulary"
+            )));
+        }
+        let device = self.device();
+        let tokens = self.embed_tokens.lookup(&Tensor::new(ids, &device)?)?;
+        let tokens = if self.config.scale_embedding {
+            (tokens * (self.config.d_model as f64).sqrt())?
+        } else {
+            tokens
+        };
+        let positions = self.decoder_positions.narrow(0, offset, ids.len())?;
+        let mut xs = (tokens + positions)?.unsqueeze(0)?;
+        let mask = causal_mask(ids.len(), offset, &device)?;
+        for ((layer, cache), cross) in self
+            .decoder_layers
+            .iter()
+            .zip(state.self_kv.iter_mut())
+            .zip(&state.cross_kv)
+        {
+            xs = layer.forward(&xs, cache, cross, mask.as_ref())?;
+        }
+        Ok(self.decoder_layer_norm.forward(&xs)?)
+    }
+
+    /// Logits `[ids, vocab]` for every fed position.
+    pub fn decode(&self, ids: &[u32], state: &mut DecoderState) -> Result<Tensor> {
+        let hidden = self.decode_hidden(ids, state)?;
+        Ok(self.output_head.forward(&hidden)?.squeeze(0)?)
+    }
+
+    /// Logits of the last fed position only, `[vocab]`.
+    pub fn decode_last(&self, ids: &[u32], state: &mut DecoderState) -> Result<Tensor> {
+        let hidden = self.decode_hidden(ids, state)?;
+        let n = hidden.dim(1)?;
+        let last = hidden.narrow(1, n - 1, 1)?;
+        Ok(self.output_head.forward(&last)?.flatten_all()?)
+    }
+}

@@ -1,0 +1,506 @@
+//! Speech to text with Whisper, decoded the way CTranslate2 (faster-whisper, the seed's
+//! WhisperX) does greedily: prompt `<|startoftranscript|>` [language `<|transcribe|>`]
+//! `<|notimestamps|>`, the checkpoint's suppressed tokens at every step plus a blank and
+//! end-of-text at the first, until `<|endoftext|>` or 224 tokens. Beyond it: the language is
+//! detected for multilingual checkpoints, audio longer than 30 s is read in consecutive windows
+//! (streamed: memory stays bounded), silent windows are skipped, a looping decoder is stopped.
+
+use crate::audio::mel::{LogMel, MelConfig};
+use crate::audio::SAMPLE_RATE;
+use crate::error::{Error, Result};
+use crate::models::whisper::{DecoderState, Whisper};
+use crate::tokenizer::Tokenizer;
+use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+
+/// Whisper's special tokens, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub start_of_transcript: u32,
+    pub end_of_text: u32,
+    pub transcribe: Option<u32>,
+    pub no_timestamps: u32,
+    pub no_speech: Option<u32>,
+    /// (code, id) of every language token (empty for English-only checkpoints).
+    pub languages: Vec<(String, u32)>,
+}
+
+impl SpecialTokens {
+    pub fn from_tokenizer(tok: &Tokenizer, vocab_size: usize) -> Result<Self> {
+        let need = |t: &str| {
+            tok.token_id(t).ok_or_else(|| {
+                Error::file("tokenizer.json", format!("lacks Whisper's `{t}` token"))
+            })
+        };
+        let sot = need("<|startoftranscript|>")?;
+        let translate = tok.token_id("<|translate|>");
+        // Multilingual checkpoints have 51 865+ tokens; `.en` ones keep a single <|en|> that
+        // they were never trained to expect in the prompt.
+        let languages = match translate {
+            Some(end) if vocab_size >= 51_865 => (sot + 1..end)
+                .filter_map(|id| {
+                    let t = tok.inner().id_to_token(id)?;
+                    let code = t.strip_prefix("<|")?.strip_suffix("|>")?;
+                    Some((code.to_string(), id))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            start_of_transcript: sot,
+            end_of_text: need("<|endoftext|>")?,
+            transcribe: tok.token_id("<|transcribe|>"),
+            no_timestamps: need("<|notimestamps|>")?,
+            no_speech: tok
+                .token_id("<|nospeech|>")
+                .or_else(|| tok.token_id("<|nocaptions|>")),
+            languages,
+        })
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        !self.languages.is_empty()
+    }
+}
+
+/// Greedy decoding settings.
+#[derive(Debug, Clone)]
+pub struct GreedyOptions {
+    pub max_new_tokens: usize,
+    pub end_of_text: u32,
+    /// Never generated.
+    pub suppress: Vec<u32>,
+    /// Not generated first.
+    pub suppress_begin: Vec<u32>,
+    /// Stop a decoder that keeps repeating itself.
+    pub repetition_guard: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// New tokens, without end-of-text.
+    pub tokens: Vec<u32>,
+    /// Mean log-probability of the chosen tokens, end-of-text included.
+    pub avg_logprob: f64,
+    /// Whether it stopped because it was looping.
+    pub repetition_stopped: bool,
+}
+
+/// Where a repeated tail starts to repeat: a pattern of up to 32 tokens seen at least three
+/// times in a row and covering at least 24 tokens; returns the length to keep (one copy).
+fn repeated_tail(tokens: &[u32]) -> Option<usize> {
+    let n = tokens.len();
+    for period in 1..=32.min(n / 3) {
+        let tail = &tokens[n - period..];
+        let mut reps = 1;
+        while (reps + 1) * period <= n
+            && &tokens[n - (reps + 1) * period..n - reps * period] == tail
+        {
+            reps += 1;
+        }
+        if reps >= 3 && reps * period >= 24 {
+            return Some(n - (reps - 1) * period);
+        }
+    }
+    None
+}
+
+/// Feeds `prompt` and decodes greedily.
+pub fn greedy_decode(
+    model: &Whisper,
+    state: &mut DecoderState,
+    prompt: &[u32],
+    opts: &GreedyOptions,
+) -> Result<Decoded> {
+    let room = model
+        .config()
+        .max_target_positions
+        .saturating_sub(state.len() + prompt.len());
+    let max_new = opts.max_new_tokens.min(room);
+    let mut logits = model.decode_last(prompt, state)?;
+    let mut tokens = Vec::new();
+    let mut sum_logprob = 0f64;
+    let mut repetition_stopped = false;
+    let vocab = model.config().vocab_size;
+    for step in 0..=max_new {
+        let mut values = logits.to_vec1::<f32>()?;
+        let banned = opts.suppress.iter().chain(if step == 0 {
+            opts.suppress_begin.iter()
+        } else {
+            [].iter()
+        });
+        for &id in banned {
+            if let Some(v) = values.get_mut(id as usize) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+        // Only end-of-text may follow the last allowed token.
+        if step == max_new {
+            sum_logprob += log_softmax_at(&values, opts.end_of_text as usize);
+            break;
+        }
+        let next = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < vocab)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i as u32)
+            .ok_or_else(|| Error::Input("empty logits".into()))?;
+        sum_logprob += log_softmax_at(&values, next as usize);
+        if next == opts.end_of_text {
+            break;
+        }
+        tokens.push(next);
+        if opts.repetition_guard {
+            if let Some(keep) = repeated_tail(&tokens) {
+                tokens.truncate(keep);
+                repetition_stopped = true;
+                break;
+            }
+        }
+        logits = model.decode_last(&[next], state)?;
+    }
+    Ok(Decoded {
+        avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
+        tokens,
+        repetition_stopped,
+    })
+}
+
+fn log_softmax_at(values: &[f32], index: usize) -> f64 {
+    let max = values.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = values.iter().map(|&v| (v as f64 - max).exp()).sum();
+    values
+        .get(index)
+        .map_or(f64::NEG_INFINITY, |&v| v as f64 - max - sum.ln())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TranscribeOptions {
+    /// ISO code (`en`, `de`, …); `None` detects it per window on multilingual checkpoints.
+    pub language: Option<String>,
+    pub max_new_tokens: usize,
+    /// Windows whose loudest 25 ms frame stays below this (dBFS) are silence.
+    pub silence_dbfs: f32,
+    /// Whisper's own silence test: no-speech probability above this …
+    pub no_speech_threshold: f64,
+    /// … and mean token log-probability below this.
+    pub logprob_threshold: f64,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            max_new_tokens: 224,
+            silence_dbfs: -50.0,
+            no_speech_threshold: 0.6,
+            logprob_threshold: -1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowTranscript {
+    pub start_seconds: f64,
+    pub end_seconds: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub language: Option<String>,
+    pub no_speech_prob: Option<f64>,
+    /// Judged silent (by level or by the model) and left empty.
+    pub silent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    /// All windows' text, joined and trimmed; empty for silence.
+    pub text: String,
+    pub windows: Vec<WindowTranscript>,
+    pub audio_seconds: f64,
+    /// Stopped by the progress callback before the end of the audio.
+    pub cancelled: bool,
+}
+
+/// Reported after every window.
+#[derive(Debug, Clone)]
+pub struct WindowProgress<'a> {
+    pub index: usize,
+    /// Known when the audio's length is.
+    pub total: Option<usize>,
+    pub window: &'a WindowTranscript,
+}
+
+/// A loaded Whisper with its tokenizer and front end.
+#[derive(Debug, Clone)]
+pub struct Transcriber {
+    pub model: Whisper,
+    pub tokenizer: Tokenizer,
+    pub special: SpecialTokens,
+    mel: std::sync::Arc<LogMelShared>,
+    pub options: TranscribeOptions,
+}
+
+/// `LogMel` holds an FFT plan; shared, it is built once.
+struct LogMelShared(LogMel);
+
+impl std::fmt::Debug for LogMelShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogMel({:?})", self.0.config())
+    }
+}
+
+impl Transcriber {
+    pub fn new(model: Whisper, tokenizer: Tokenizer) -> Result<Self> {
+        let special = SpecialTokens::from_tokenizer(&tokenizer, model.config().vocab_size)?;
+        let mel = LogMel::new(MelConfig::whisper(model.config().num_mel_bins));
+        if mel.config().n_frames() != model.config().n_frames() {
+            return Err(Error::Input(format!(
+                "the encoder takes {} frames, a 30 s window has {}",
+                model.config().n_frames(),
+                mel.config().n_frames()
+            )));
+        }
+        Ok(Self {
+            model,
+            tokenizer,
+            special,
+            mel: std::sync::Arc::new(LogMelShared(mel)),
+            options: TranscribeOptions::default(),
+        })
+    }
+
+    pub fn window_samples(&self) -> usize {
+        self.mel.0.config().n_samples()
+    }
+
+    /// `[1, n_mels, frames]` features of one window (up to 30 s of 16 kHz audio).
+    pub fn features(&self, window: &[f32]) -> Result<Tensor> {
+        let cfg = self.mel.0.config();
+        Ok(Tensor::from_vec(
+            self.mel.0.compute(window),
+            (1, cfg.n_mels, cfg.n_frames()),
+            &self.model.device(),
+        )?)
+    }
+
+    fn language_token(&self, code: &str) -> Result<u32> {
+        self.special
+            .languages
+            .iter()
+            .find(|(c, _)| c == code)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "this Whisper model does not know the language `{code}`"
+                ))
+            })
+    }
+
+    /// The most likely language of encoded audio (multilingual checkpoints).
+    pub fn detect_language(&self, encoder_hidden: &Tensor) -> Result<(String, u32)> {
+        let mut state = self.model.new_state(encoder_hidden)?;
+        let logits = self
+            .model
+            .decode_last(&[self.special.start_of_transcript], &mut state)?
+            .to_vec1::<f32>()?;
+        self.special
+            .languages
+            .iter()
+            .max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]))
+            .cloned()
+            .ok_or_else(|| Error::Input("this Whisper model is English-only".into()))
+    }
+
+    fn greedy_options(&self) -> GreedyOptions {
+        let cfg = self.model.config();
+        GreedyOptions {
+            max_new_tokens: self.options.max_new_tokens,
+            end_of_text: self.special.end_of_text,
+            suppress: cfg.suppress_tokens.clone(),
+            suppress_begin: cfg.begin_suppress_tokens.clone(),
+            repetition_guard: true,
+        }
+    }
+
+    /// Transcribes one window of at most 30 s starting at `start_seconds`.
+    pub fn transcribe_window(
+        &self,
+        window: &[f32],
+        start_seconds: f64,
+    ) -> Result<WindowTranscript> {
+        let end_seconds = start_seconds + window.len() as f64 / SAMPLE_RATE as f64;
+        let mut result = WindowTranscript {
+            start_seconds,
+            end_seconds,
+            text: String::new(),
+            tokens: Vec::new(),
+            language: None,
+            no_speech_prob: None,
+            silent: true,
+        };
+        if loudest_frame_dbfs(window) < self.options.silence_dbfs {
+            return Ok(result);
+        }
+        let encoded = self.model.encode(&self.features(window)?)?.hidden;
+        let sot = self.special.start_of_transcript;
+        let mut prompt = vec![sot];
+        if self.special.is_multilingual() {
+            let (code, id) = match &self.options.language {
+                Some(code) => (code.clone(), self.language_token(code)?),
+                None => self.detect_language(&encoded)?,
+            };
+            prompt.push(id);
+            prompt.extend(self.special.transcribe);
+            result.language = Some(code);
+        }
+        prompt.push(self.special.no_timestamps);
+        let mut state = self.model.new_state(&encoded)?;
+        // The prompt is fed in two steps so the position right after <|startoftranscript|> can
+        // report its no-speech probability, as Whisper's silence test needs.
+        let first = self.model.decode(&prompt[..prompt.len() - 1], &mut state)?;
+        if let Some(no_speech) = self.special.no_speech {
+            let probs = candle_nn::ops::softmax_last_dim(&first.narrow(0, 0, 1)?)?;
+            result.no_speech_prob = Some(
+                probs
+                    .narrow(D::Minus1, no_speech as usize, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?[0] as f64,
+            );
+        }
+        let decoded = greedy_decode(
+            &self.model,
+            &mut state,
+            &prompt[prompt.len() - 1..],
+            &self.greedy_options(),
+        )?;
+        let model_says_silence = result.no_speech_prob.unwrap_or(0.0)
+            > self.options.no_speech_threshold
+            && decoded.avg_logprob < self.options.logprob_threshold;
+        if model_says_silence {
+            return Ok(result);
+        }
+        let text_ids: Vec<u32> = decoded
+            .tokens
+            .iter()
+            .copied()
+            .filter(|&t| t < self.special.end_of_text)
+            .collect();
+        result.text = self.tokenizer.decode(&text_ids)?.trim().to_string();
+        result.tokens = decoded.tokens;
+        result.silent = false;
+        Ok(result)
+    }
+
+    /// Transcribes 16 kHz mono audio held in memory.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
+    ) -> Result<Transcript> {
+        let total = samples.len().div_ceil(self.window_samples());
+        self.transcribe_chunks(std::iter::once(Ok(samples.to_vec())), Some(total), progress)
+    }
+
+    /// Transcribes a stream of 16 kHz mono chunks window by window (at most one window is held).
+    pub fn transcribe_chunks(
+        &self,
+        chunks: impl Iterator<Item = Result<Vec<f32>>>,
+        total_windows: Option<usize>,
+        mut progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
+    ) -> Result<Transcript> {
+        let size = self.window_samples();
+        let mut buffer: Vec<f32> = Vec::with_capacity(size);
+        let mut windows = Vec::new();
+        let mut consumed = 0usize;
+        let mut cancelled = false;
+        let mut run =
+            |window: &[f32], start: usize, windows: &mut Vec<WindowTranscript>| -> Result<bool> {
+                crate::audio::check_samples(window)?;
+                let w = self.transcribe_window(window, start as f64 / SAMPLE_RATE as f64)?;
+                windows.push(w);
+                let report = WindowProgress {
+                    index: windows.len() - 1,
+                    total: total_windows,
+                    window: windows.last().expect("just pushed"),
+                };
+                Ok(progress(&report).is_break())
+            };
+        'outer: for chunk in chunks {
+            let mut chunk = chunk?;
+            while !chunk.is_empty() {
+                let take = (size - buffer.len()).min(chunk.len());
+                buffer.extend(chunk.drain(..take));
+                if buffer.len() == size {
+                    if run(&buffer, consumed, &mut windows)? {
+                        cancelled = true;
+                        break 'outer;
+                    }
+                    consumed += size;
+                    buffer.clear();
+                }
+            }
+        }
+        if !cancelled && !buffer.is_empty() {
+            cancelled = run(&buffer, consumed, &mut windows)?;
+            consumed += buffer.len();
+        }
+        if consumed == 0 && !cancelled {
+            return Err(Error::Input(
+                "the recording is empty (0 seconds of audio)".into(),
+            ));
+        }
+        let text = windows
+            .iter()
+            .map(|w| w.text.as_str())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Transcript {
+            text,
+            audio_seconds: consumed as f64 / SAMPLE_RATE as f64,
+            windows,
+            cancelled,
+        })
+    }
+}
+
+/// Level of the loudest 25 ms frame, in dBFS (-inf for digital silence).
+pub fn loudest_frame_dbfs(samples: &[f32]) -> f32 {
+    let frame = (SAMPLE_RATE / 40) as usize;
+    let loudest = samples
+        .chunks(frame)
+        .map(|f| (f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32).sqrt())
+        .fold(0f32, f32::max);
+    20.0 * loudest.log10()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_looping_tail_is_cut_to_one_copy() {
+        let mut t: Vec<u32> = (0..10).collect();
+        for _ in 0..4 {
+            t.extend([7, 8, 9, 10, 11, 12, 13, 14]);
+        }
+        let keep = repeated_tail(&t).unwrap();
+        assert_eq!(
+            &t[..keep],
+            &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 7, 8, 9, 10, 11, 12, 13, 14]
+        );
+        // Ordinary repetition ("no, no, no") is left alone.
+        assert_eq!(repeated_tail(&[1, 2, 3, 5, 5, 5, 9]), None);
+        assert_eq!(repeated_tail(&[]), None);
+    }
+
+    #[test]
+    fn levels_in_dbfs() {
+        assert_eq!(loudest_frame_dbfs(&[0.0; 1600]), f32::NEG_INFINITY);
+        let tone: Vec<f32> = (0..1600).map(|i| (i as f32 * 0.1).sin()).collect();
+        assert!((loudest_frame_dbfs(&tone) + 3.0).abs() < 0.2);
+    }
+}
