@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, only where missing: the wasm target, clippy/rustfmt, Debian's
-# Chromium + ChromeDriver (headless browser tests), and wasm-bindgen-cli at the version in
-# Cargo.lock (its test runner drives Chromium). Safe to run again; nothing downloads a binary
+# Chromium + ChromeDriver (headless browser tests) and espeak-ng (spoken test questions), and
+# wasm-bindgen-cli at the version in Cargo.lock (its test runner drives Chromium). Safe to run again; nothing downloads a binary
 # outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +12,14 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  as_root apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
-    || { as_root apt-get update >/dev/null && as_root apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
-fi
+apt_install() {
+  as_root apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { as_root apt-get update >/dev/null && as_root apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+# Speech for the Whisper tests (a question spoken at 22.05 kHz).
+command -v espeak-ng >/dev/null || apt_install espeak-ng
+command -v npm >/dev/null || apt_install npm
 
 wb_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock | head -1)
 if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$wb_version"; then

@@ -26,6 +26,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table
     #[arg(long)]
     pub json: bool,
+    /// A Whisper folder to time instead of the bundle's speech model
+    #[arg(long)]
+    pub whisper: Option<std::path::PathBuf>,
+    /// Audio for the Whisper measurement (default: 30 s of synthetic sound)
+    #[arg(long)]
+    pub audio: Option<std::path::PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -85,6 +91,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(median(times))
         }
     };
+    let whisper = match &args.whisper {
+        Some(dir) => Some(crate::transcribe::load_model(dir)?),
+        None => model.speech.clone(),
+    };
+    let whisper_rtf = match &whisper {
+        None => None,
+        Some(t) => {
+            let samples = match &args.audio {
+                Some(path) => {
+                    jnana::audio::AudioStream::open(Box::new(std::fs::File::open(path)?))?
+                        .read_all()?
+                }
+                None => synthetic_sound(30.0),
+            };
+            let mut rtf = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let out = t.transcribe(&samples, |_| std::ops::ControlFlow::Continue(()))?;
+                rtf.push(out.audio_seconds / t0.elapsed().as_secs_f64());
+            }
+            Some(median(rtf))
+        }
+    };
     let report = serde_json::json!({
         "bundle": args.bundle.display().to_string(),
         "device": format!("{:?}", model.device()),
@@ -95,6 +124,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "decode_tokens": args.decode_tokens,
         "decode_tok_per_s": median(decode),
         "image_encode_ms": image_ms,
+        "whisper_real_time_factor": whisper_rtf,
         "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
     });
@@ -123,11 +153,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
         None => println!("image encode      - (no vision model)"),
     }
+    match whisper_rtf {
+        Some(rtf) => println!(
+            "whisper           {rtf:.1}x real time ({})",
+            args.audio
+                .as_ref()
+                .map_or("30 s synthetic sound".to_string(), |p| p
+                    .display()
+                    .to_string())
+        ),
+        None => println!("whisper           - (no speech model)"),
+    }
     match peak_rss_mb() {
         Some(mb) => println!("peak RSS          {mb:.0} MB"),
         None => println!("peak RSS          - (not on Linux)"),
     }
     Ok(())
+}
+
+/// Sound with speech-like structure (gliding harmonics, syllable-rate envelope), so the decoder
+/// has something to chew on.
+fn synthetic_sound(seconds: f32) -> Vec<f32> {
+    let n = (seconds * 16_000.0) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / 16_000.0;
+            let pitch = 140.0 + 30.0 * (t * 0.7).sin();
+            let envelope = (t * 4.0 * std::f32::consts::PI).sin().abs();
+            let voice: f32 = (1..6)
+                .map(|h| (t * pitch * h as f32 * std::f32::consts::TAU).sin() / h as f32)
+                .sum();
+            0.2 * envelope * voice
+        })
+        .collect()
 }
 
 /// A 640x480 gradient PNG, so image timing includes decoding and resizing.

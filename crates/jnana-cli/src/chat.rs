@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use jnana::bundle::{self, DirProvider, LoadOptions};
+use jnana::pipeline::AudioInput;
 use jnana::weights::QuantizedMatmul;
 use jnana::{Conversation, GenerationParams, Jnana, Request};
 use std::io::{BufRead, Write};
@@ -22,7 +23,10 @@ pub struct ChatArgs {
     /// The question; without it (and without --image/--transcript) the chat is interactive
     #[arg(long)]
     pub text: Option<String>,
-    /// A spoken question's transcript (what speech recognition would hand over)
+    /// A spoken question (WAV, MP3, OGG/Vorbis, FLAC, M4A/AAC), transcribed by the bundle's Whisper
+    #[arg(long)]
+    pub audio: Option<PathBuf>,
+    /// A spoken question's transcript, given directly
     #[arg(long)]
     pub transcript: Option<String>,
     #[command(flatten)]
@@ -87,6 +91,7 @@ pub fn load(
             QuantizedMatmul::IntegerDot
         },
         skip_vision: false,
+        skip_speech: false,
     };
     let model = bundle::load(&manifest, &mut provider, &options, &mut |p| {
         eprintln!("loading [{}/{}] {}", p.step, p.steps, p.what);
@@ -127,16 +132,29 @@ pub fn run(args: ChatArgs) -> Result<()> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let one_shot = args.text.is_some() || args.image.is_some() || args.transcript.is_some();
+    let one_shot = args.text.is_some()
+        || args.image.is_some()
+        || args.transcript.is_some()
+        || args.audio.is_some();
     if one_shot {
+        let transcript = match (&args.transcript, &args.audio) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(audio)) => session.listen(audio)?,
+            (None, None) => None,
+        };
         return session.answer(&Request {
-            image: args.image.as_deref().map(read_image).transpose()?,
-            transcript: args.transcript.clone(),
+            image: args.image.as_deref().map(read_file).transpose()?,
+            audio: None,
+            transcript,
             text: args.text.clone(),
         });
     }
-    eprintln!("Ask away. /image PATH attaches a picture, /new starts over, /quit leaves.");
+    eprintln!(
+        "Ask away. /image PATH attaches a picture, /audio PATH a spoken question, /new starts \
+         over, /quit leaves."
+    );
     let mut image = None;
+    let mut transcript = None;
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -146,10 +164,20 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         let line = line.trim();
         if let Some(path) = line.strip_prefix("/image ") {
-            match read_image(Path::new(path.trim())) {
+            match read_file(Path::new(path.trim())) {
                 Ok(bytes) => {
                     image = Some(bytes);
                     eprintln!("(picture attached to your next question)");
+                }
+                Err(e) => eprintln!("error: {e:#}"),
+            }
+            continue;
+        }
+        if let Some(path) = line.strip_prefix("/audio ") {
+            match session.listen(Path::new(path.trim())) {
+                Ok(heard) => {
+                    transcript = heard;
+                    eprintln!("(the transcript goes with your next question; press Enter to send it alone)");
                 }
                 Err(e) => eprintln!("error: {e:#}"),
             }
@@ -166,7 +194,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         let request = Request {
             image: image.take(),
-            transcript: None,
+            audio: None,
+            transcript: transcript.take(),
             text: Some(line.to_string()),
         };
         if let Err(e) = session.answer(&request) {
@@ -176,11 +205,28 @@ pub fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_image(path: &Path) -> Result<Vec<u8>> {
+fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 impl Session {
+    /// Transcribes a recording, showing what was heard (as the app shows it for editing).
+    fn listen(&self, path: &Path) -> Result<Option<String>> {
+        let audio = AudioInput::Encoded(read_file(path)?);
+        let transcript = self.model.transcribe(&audio, |p| {
+            if let Some(total) = p.total.filter(|&t| t > 1) {
+                eprintln!("(listening: window {}/{total})", p.index + 1);
+            }
+            ControlFlow::Continue(())
+        })?;
+        if transcript.text.is_empty() {
+            eprintln!("(heard only silence)");
+            return Ok(None);
+        }
+        eprintln!("(heard) {}", transcript.text);
+        Ok(Some(transcript.text))
+    }
+
     /// Streams one answer to stdout, then its statistics to stderr.
     fn answer(&mut self, request: &Request) -> Result<()> {
         let started = Instant::now();

@@ -2,15 +2,38 @@
 
 use crate::files;
 use anyhow::{bail, Context, Result};
-use jnana::convert::{ConvertInputs, VisionDtype};
+use jnana::convert::{ConvertInputs, WeightDtype};
 use jnana::weights::{Prefixed, TensorSource, Union};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct ConvertArgs {
+    #[command(subcommand)]
+    pub what: Option<ConvertWhat>,
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ConvertWhat {
+    /// A CTranslate2 / faster-whisper Whisper folder (model.bin, config.json, tokenizer.json) →
+    /// HF-named safetensors (or a Q8_0 GGUF), config.json and tokenizer.json
+    Ct2Whisper {
+        /// The CTranslate2 folder
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// f16, f32 or q8_0
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct BundleArgs {
     /// Phi-2 weights: HF safetensors (all shards) or a GGUF
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., required = true)]
     pub phi: Vec<PathBuf>,
     /// Phi-2's HF config.json (needed for safetensors)
     #[arg(long)]
@@ -34,8 +57,11 @@ pub struct ConvertArgs {
     #[arg(long, requires = "projector_linear")]
     pub projector_block: Option<PathBuf>,
     /// Phi-2's tokenizer.json
+    #[arg(long, required = true)]
+    pub tokenizer: Option<PathBuf>,
+    /// A Whisper folder (CTranslate2 or converted) to include as the speech model
     #[arg(long)]
-    pub tokenizer: PathBuf,
+    pub whisper: Option<PathBuf>,
     /// Block type of Phi-2's matrices: q4k, q8_0, q4_0, f16, f32
     #[arg(long, default_value = "q4k")]
     pub quant: String,
@@ -44,8 +70,8 @@ pub struct ConvertArgs {
     pub vision_dtype: String,
     #[arg(long, default_value = "Jñāna (converted)")]
     pub name: String,
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
 }
 
 fn open(path: &Path) -> Result<Arc<dyn TensorSource>> {
@@ -59,6 +85,55 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
+    match args.what {
+        Some(ConvertWhat::Ct2Whisper { dir, out, dtype }) => ct2_whisper(&dir, &out, &dtype),
+        None => bundle(args.bundle),
+    }
+}
+
+/// A Whisper folder's files, converted (HF names, suppressed tokens in the config).
+fn whisper_files(dir: &Path, dtype: &str, prefix: &str) -> Result<Vec<jnana::bundle::BundleFile>> {
+    let weights = ["model.bin", "model.safetensors"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .with_context(|| format!("{} has no model.bin or model.safetensors", dir.display()))?;
+    let config = dir.join("config.json");
+    let config = config.exists().then(|| read_json(&config)).transpose()?;
+    let tokenizer = std::fs::read(dir.join("tokenizer.json"))
+        .with_context(|| format!("reading {}/tokenizer.json", dir.display()))?;
+    Ok(jnana::convert::whisper_files(
+        open(&weights)?,
+        config.as_ref(),
+        tokenizer,
+        dtype.parse()?,
+        prefix,
+    )?)
+}
+
+fn ct2_whisper(dir: &Path, out: &Path, dtype: &str) -> Result<()> {
+    let files = whisper_files(dir, dtype, "")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for f in &files {
+        std::fs::write(out.join(&f.entry.name), &f.bytes)
+            .with_context(|| format!("writing {}", f.entry.name))?;
+    }
+    eprintln!(
+        "wrote {}: {}",
+        out.display(),
+        files
+            .iter()
+            .map(|f| f.entry.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn bundle(args: BundleArgs) -> Result<()> {
+    let (Some(tokenizer), Some(out)) = (&args.tokenizer, &args.out) else {
+        bail!("--tokenizer and --out are required");
+    };
     let adapter = match &args.adapter {
         None => None,
         Some(dir) => {
@@ -89,12 +164,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     if args.clip.is_some() && projector.is_none() {
         bail!("--clip needs --projector or --projector-linear + --projector-block");
     }
-    let vision_dtype = match args.vision_dtype.as_str() {
-        "f16" => VisionDtype::F16,
-        "f32" => VisionDtype::F32,
-        "q8_0" => VisionDtype::Q8_0,
-        other => bail!("unknown --vision-dtype `{other}` (f16, f32, q8_0)"),
-    };
+    let vision_dtype: WeightDtype = args.vision_dtype.parse()?;
     let inputs = ConvertInputs {
         name: args.name.clone(),
         phi: args.phi.iter().map(|p| open(p)).collect::<Result<_>>()?,
@@ -103,16 +173,26 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         clip: args.clip.as_deref().map(open).transpose()?,
         clip_config: args.clip_config.as_deref().map(read_json).transpose()?,
         projector,
-        tokenizer_json: std::fs::read_to_string(&args.tokenizer)
-            .with_context(|| format!("reading {}", args.tokenizer.display()))?,
+        tokenizer_json: std::fs::read_to_string(tokenizer)
+            .with_context(|| format!("reading {}", tokenizer.display()))?,
         text_quant: files::parse_quant(&args.quant)?,
         vision_dtype,
     };
-    let (manifest, bundle) = jnana::convert::convert(inputs, &mut |step| eprintln!("{step}…"))?;
-    files::write_bundle(&args.out, &manifest, &bundle)?;
+    let (mut manifest, mut bundle) =
+        jnana::convert::convert(inputs, &mut |step| eprintln!("{step}…"))?;
+    if let Some(dir) = &args.whisper {
+        eprintln!("converting Whisper…");
+        let speech = whisper_files(dir, &args.vision_dtype, "whisper-")?;
+        manifest
+            .files
+            .extend(speech.iter().map(|f| f.entry.clone()));
+        bundle.extend(speech);
+        manifest.validate()?;
+    }
+    files::write_bundle(out, &manifest, &bundle)?;
     eprintln!(
         "wrote {} ({} files, {:.1} MB)",
-        args.out.display(),
+        out.display(),
         bundle.len(),
         manifest.total_size() as f64 / 1e6
     );

@@ -10,6 +10,10 @@ use std::path::Path;
 pub const GPT2_TOKENIZER: &str =
     include_str!("../../../tests/fixtures/tokenizers/gpt2/tokenizer.json");
 
+/// Whisper's multilingual tokenizer (from the reference fixtures), for synthesized speech models.
+pub const WHISPER_TOKENIZER: &str =
+    include_str!("../../../tests/fixtures/tokenizers/whisper_multilingual/tokenizer.json");
+
 pub fn parse_quant(name: &str) -> Result<GgmlDType> {
     Ok(match name.to_ascii_lowercase().as_str() {
         "q4k" | "q4_k" => GgmlDType::Q4K,

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod convert;
 mod files;
+mod transcribe;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,15 +40,18 @@ enum Command {
         #[arg(long)]
         quant: Option<String>,
     },
-    /// Convert published weights (HF safetensors, PEFT adapter, .pth projector, CLIP) into a
-    /// browser bundle.
-    Convert(convert::ConvertArgs),
+    /// Convert published weights (HF safetensors, PEFT adapter, .pth projector, CLIP, Whisper)
+    /// into a browser bundle; `convert ct2-whisper` converts a CTranslate2 Whisper alone.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Convert(Box<convert::ConvertArgs>),
     /// Check the crate against a reference fixture folder; exit 1 on any failure.
     Conformance {
         /// Folders laid out like shared/fixtures/*
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// Transcribe speech with a Whisper model.
+    Transcribe(transcribe::TranscribeArgs),
     /// Measure load time, prefill and decode speed, image encoding and peak memory.
     Bench(bench::BenchArgs),
 }
@@ -78,11 +82,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let tokenizer = jnana::synth::phi2_tokenizer_json(files::GPT2_TOKENIZER)?;
             let started = std::time::Instant::now();
-            let (manifest, bundle) = jnana::synth::synthesize(&spec, &tokenizer, &|what, i, n| {
-                if i == n || i % 16 == 0 {
-                    eprint!("\r{what}: {i}/{n} tensors        ");
-                }
-            })?;
+            let (manifest, bundle) = jnana::synth::synthesize(
+                &spec,
+                &tokenizer,
+                Some(files::WHISPER_TOKENIZER),
+                &|what, i, n| {
+                    if i == n || i % 16 == 0 {
+                        eprint!("\r{what}: {i}/{n} tensors        ");
+                    }
+                },
+            )?;
             eprintln!();
             files::write_bundle(&out, &manifest, &bundle)?;
             eprintln!(
@@ -92,7 +101,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
         }
-        Command::Convert(args) => convert::run(args)?,
+        Command::Convert(args) => convert::run(*args)?,
         Command::Conformance { dirs } => {
             let mut failed = 0;
             for dir in dirs {
@@ -117,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("all checks passed");
         }
         Command::Bench(args) => bench::run(args)?,
+        Command::Transcribe(args) => transcribe::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

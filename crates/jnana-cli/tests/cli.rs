@@ -63,6 +63,7 @@ fn conformance_passes_on_every_covered_fixture_and_fails_otherwise() {
         "projector_pth",
         "phi_gguf",
         "tokenizers",
+        "whisper",
     ];
     let out = run(jnana()
         .arg("conformance")
@@ -75,9 +76,10 @@ fn conformance_passes_on_every_covered_fixture_and_fails_otherwise() {
     );
     assert!(!text.contains("FAIL"), "{text}");
 
+    // The fixtures' parent folder is no fixture: nothing applies, and that is a failure.
     let out = jnana()
         .arg("conformance")
-        .arg(fixture("whisper"))
+        .arg(fixture(""))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -303,5 +305,94 @@ fn bench_prints_its_numbers() {
             .unwrap_or_else(|| panic!("{key} missing in {report}"));
         assert!(v > 0.0, "{key} = {v}");
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn test_asset(rel: &str) -> PathBuf {
+    let root = std::env::var_os("JNANA_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
+        });
+    let path = root.join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-test-assets.sh",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn transcribe_and_convert_real_whisper_weights() {
+    let jfk = test_asset("jfk.wav");
+    let ct2 = test_asset("whisper-tiny.en");
+    // Straight from the CTranslate2 folder…
+    let out = run(jnana().arg("transcribe").arg(&jfk).arg("--model").arg(&ct2));
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.contains("ask not what your country can do for you"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x real time"));
+    // …and converted to HF-named Q8_0.
+    let converted = temp_dir("ct2");
+    run(jnana()
+        .args(["convert", "ct2-whisper"])
+        .arg(&ct2)
+        .arg("--out")
+        .arg(&converted)
+        .args(["--dtype", "q8_0"]));
+    for f in ["model-q8_0.gguf", "config.json", "tokenizer.json"] {
+        assert!(converted.join(f).exists(), "{f}");
+    }
+    let out = run(jnana()
+        .arg("transcribe")
+        .arg(&jfk)
+        .arg("--model")
+        .arg(&converted)
+        .arg("--json"));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(t["text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("ask what you can do for your country"));
+    assert_eq!(t["windows"].as_array().unwrap().len(), 1);
+    let bad = jnana()
+        .arg("transcribe")
+        .arg(fixture("clip_vision/image.png"))
+        .arg("--model")
+        .arg(&converted)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an audio file"));
+    std::fs::remove_dir_all(converted).unwrap();
+}
+
+#[test]
+fn chat_hears_a_spoken_question() {
+    let dir = synth_tiny("audio");
+    let wav = dir.join("question.wav");
+    let status = Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&wav)
+        .arg("What is in this picture?")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = run(jnana()
+        .args(["chat", "--bundle"])
+        .arg(&dir)
+        .arg("--audio")
+        .arg(&wav)
+        .args(["--max-tokens", "4", "--ids"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The tiny bundle's Whisper is random: it hears something or only silence, and says which.
+    assert!(
+        err.contains("(heard)") || err.contains("heard only silence"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -39,6 +39,12 @@ pub enum Role {
     LoraConfig,
     /// PEFT `adapter_model.safetensors` / `.bin`.
     LoraWeights,
+    /// Whisper weights: HF safetensors, GGUF with HF names, or a CTranslate2 `model.bin`.
+    SpeechModel,
+    /// Whisper's HF `config.json` (or CTranslate2's, for a `model.bin`).
+    SpeechConfig,
+    /// Whisper's `tokenizer.json`.
+    SpeechTokenizer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +167,11 @@ impl Manifest {
             return Err(Error::Manifest(
                 "a vision_model needs a projector (or a projector_linear + projector_block pair)"
                     .into(),
+            ));
+        }
+        if count(Role::SpeechModel) > 0 && count(Role::SpeechTokenizer) == 0 {
+            return Err(Error::Manifest(
+                "a speech_model needs its speech_tokenizer".into(),
             ));
         }
         if (count(Role::LoraConfig) > 0) != (count(Role::LoraWeights) > 0) {
@@ -438,6 +449,8 @@ pub struct LoadOptions {
     pub quantized_matmul: QuantizedMatmul,
     /// Skip CLIP and the projector (text-only use).
     pub skip_vision: bool,
+    /// Skip Whisper.
+    pub skip_speech: bool,
 }
 
 impl Default for LoadOptions {
@@ -446,6 +459,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             quantized_matmul: QuantizedMatmul::default(),
             skip_vision: false,
+            skip_speech: false,
         }
     }
 }
@@ -469,7 +483,8 @@ pub fn load(
     let device = &options.device;
     let has_vision = manifest.file(Role::VisionModel).is_some() && !options.skip_vision;
     let has_lora = manifest.file(Role::LoraWeights).is_some();
-    let steps = 2 + usize::from(has_vision) * 2 + usize::from(has_lora);
+    let has_speech = manifest.file(Role::SpeechModel).is_some() && !options.skip_speech;
+    let steps = 2 + usize::from(has_vision) * 2 + usize::from(has_lora) + usize::from(has_speech);
     let mut step = 0;
     let mut report = |what: &str| {
         step += 1;
@@ -539,14 +554,47 @@ pub fn load(
         None
     };
 
+    let speech = if has_speech {
+        report("speech model");
+        let entry = manifest.file(Role::SpeechModel).expect("checked");
+        let source = weights::open_source(&entry.name, provider.open(entry)?)?;
+        let config = match manifest.file(Role::SpeechConfig) {
+            Some(c) => Some(read_json(provider, c)?),
+            None => None,
+        };
+        let tok = manifest.file(Role::SpeechTokenizer).expect("validated");
+        let mut tok_bytes = Vec::new();
+        provider.open(tok)?.read_to_end(&mut tok_bytes)?;
+        Some(crate::speech::load(
+            source,
+            config.as_ref(),
+            &tok_bytes,
+            device,
+            options.quantized_matmul,
+        )?)
+    } else {
+        None
+    };
+
     let eos = manifest.settings.eos_token_id.or(phi.config().eos_token_id);
-    Jnana::new(
+    Ok(Jnana::new(
         phi,
         tokenizer,
         vision,
         manifest.settings.prompt.clone(),
         eos,
-    )
+    )?
+    .with_speech(speech))
+}
+
+fn read_json(provider: &mut dyn FileProvider, entry: &FileEntry) -> Result<serde_json::Value> {
+    let mut text = String::new();
+    provider
+        .open(entry)?
+        .read_to_string(&mut text)
+        .in_file(&entry.name)?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::file(&entry.name, format!("not valid JSON: {e}")))
 }
 
 /// Applies an adapter and insists that every update found a home.

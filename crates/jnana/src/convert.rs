@@ -15,12 +15,27 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
+/// How float checkpoints (CLIP, the projector, Whisper) are stored in a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VisionDtype {
+pub enum WeightDtype {
     F32,
     F16,
-    /// Linear weights in Q8_0 (a GGUF file); embeddings and norms stay F32.
+    /// Matmul weights in Q8_0 (a GGUF file); convolutions, positions and norms stay F32.
     Q8_0,
+}
+
+impl std::str::FromStr for WeightDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "q8_0" => Ok(Self::Q8_0),
+            other => Err(Error::Input(format!(
+                "unknown precision `{other}` (f32, f16, q8_0)"
+            ))),
+        }
+    }
 }
 
 pub struct ConvertInputs {
@@ -37,7 +52,7 @@ pub struct ConvertInputs {
     pub projector: Option<Arc<dyn TensorSource>>,
     pub tokenizer_json: String,
     pub text_quant: GgmlDType,
-    pub vision_dtype: VisionDtype,
+    pub vision_dtype: WeightDtype,
 }
 
 pub fn convert(
@@ -111,7 +126,7 @@ pub fn convert(
         progress("converting the projector");
         Projector::new(&Weights::new(projector.clone(), &device), 1e-5)?;
         let dtype = match inputs.vision_dtype {
-            VisionDtype::F32 => DType::F32,
+            WeightDtype::F32 => DType::F32,
             _ => DType::F16,
         };
         let tensors = projector
@@ -145,7 +160,7 @@ pub fn convert(
 }
 
 /// CLIP's `vision_model.*` tensors alone (a full CLIP checkpoint also holds the text tower).
-fn vision_file(clip: &dyn TensorSource, dtype: VisionDtype, device: &Device) -> Result<BundleFile> {
+fn vision_file(clip: &dyn TensorSource, dtype: WeightDtype, device: &Device) -> Result<BundleFile> {
     let names: Vec<String> = clip
         .names()
         .into_iter()
@@ -157,50 +172,127 @@ fn vision_file(clip: &dyn TensorSource, dtype: VisionDtype, device: &Device) -> 
             "holds no `vision_model.*` tensors",
         ));
     }
-    let read = |n: &String| -> Result<Tensor> { clip.read_f32(n, device) };
+    let tensors = read_tensors(clip, &names, device)?;
+    weights_file(
+        tensors,
+        dtype,
+        "clip_vision",
+        "clip-vision",
+        Role::VisionModel,
+    )
+}
+
+fn read_tensors(
+    source: &dyn TensorSource,
+    names: &[String],
+    device: &Device,
+) -> Result<Vec<(String, Tensor)>> {
+    names
+        .iter()
+        .map(|n| Ok((n.clone(), source.read_f32(n, device)?)))
+        .collect()
+}
+
+/// Float weights as safetensors, or Q8_0 as a GGUF with the same (HF) names: the matmul weights
+/// are quantized, convolutions, embeddings of positions and norms stay F32.
+fn weights_file(
+    tensors: Vec<(String, Tensor)>,
+    dtype: WeightDtype,
+    arch: &str,
+    stem: &str,
+    role: Role,
+) -> Result<BundleFile> {
     match dtype {
-        VisionDtype::F32 | VisionDtype::F16 => {
-            let dt = if dtype == VisionDtype::F32 {
+        WeightDtype::F32 | WeightDtype::F16 => {
+            let dt = if dtype == WeightDtype::F32 {
                 DType::F32
             } else {
                 DType::F16
             };
-            let tensors = names
-                .iter()
-                .map(|n| Ok((n.clone(), read(n)?.to_dtype(dt)?)))
+            let tensors = tensors
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.to_dtype(dt)?)))
                 .collect::<Result<Vec<_>>>()?;
             Ok(BundleFile::new(
-                "clip-vision.safetensors",
-                Role::VisionModel,
+                &format!("{stem}.safetensors"),
+                role,
                 FileFormat::Safetensors,
                 write_safetensors(&tensors)?,
             ))
         }
-        VisionDtype::Q8_0 => {
-            let tensors = names
+        WeightDtype::Q8_0 => {
+            let quantized = tensors
                 .iter()
-                .map(|n| {
-                    let t = read(n)?;
-                    let is_matmul = t.rank() == 2 && (n.contains("_proj.") || n.contains(".fc"));
+                .map(|(n, t)| {
+                    let is_matmul = t.rank() == 2
+                        && !n.contains("position")
+                        && t.dims()[1] % GgmlDType::Q8_0.block_size() == 0;
                     let ty = if is_matmul {
                         GgmlDType::Q8_0
                     } else {
                         GgmlDType::F32
                     };
-                    Ok((n.clone(), QTensor::quantize(&t, ty)?))
+                    Ok((n.clone(), crate::weights::quantize(t, ty)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let arch = gguf_file::Value::String("clip_vision".into());
+            let arch = gguf_file::Value::String(arch.into());
             let md = [("general.architecture", &arch)];
-            let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+            let ts: Vec<(&str, &QTensor)> =
+                quantized.iter().map(|(n, q)| (n.as_str(), q)).collect();
             let mut out = std::io::Cursor::new(Vec::new());
             gguf_file::write(&mut out, &md, &ts)?;
             Ok(BundleFile::new(
-                "clip-vision-q8_0.gguf",
-                Role::VisionModel,
+                &format!("{stem}-q8_0.gguf"),
+                role,
                 FileFormat::Gguf,
                 out.into_inner(),
             ))
         }
     }
+}
+
+/// A Whisper checkpoint (CTranslate2 `model.bin`, HF safetensors, …) as bundle files named
+/// `{prefix}model.*`, `{prefix}config.json` and `{prefix}tokenizer.json`: HF names, the
+/// suppressed tokens in the config.
+pub fn whisper_files(
+    source: Arc<dyn TensorSource>,
+    config: Option<&serde_json::Value>,
+    tokenizer_json: Vec<u8>,
+    dtype: WeightDtype,
+    prefix: &str,
+) -> Result<Vec<BundleFile>> {
+    let device = Device::Cpu;
+    let cfg = crate::speech::whisper_config(source.as_ref(), config)?;
+    // Loading checks every tensor's shape, and the tokenizer's special tokens, before writing.
+    let transcriber = crate::speech::load(
+        source.clone(),
+        Some(&cfg.to_hf_json()),
+        &tokenizer_json,
+        &device,
+        QuantizedMatmul::Dequantize,
+    )?;
+    drop(transcriber);
+    let names = source.names();
+    let tensors = read_tensors(source.as_ref(), &names, &device)?;
+    Ok(vec![
+        weights_file(
+            tensors,
+            dtype,
+            "whisper",
+            &format!("{prefix}model"),
+            Role::SpeechModel,
+        )?,
+        BundleFile::new(
+            &format!("{prefix}config.json"),
+            Role::SpeechConfig,
+            FileFormat::Json,
+            serde_json::to_vec_pretty(&cfg.to_hf_json()).expect("JSON serializes"),
+        ),
+        BundleFile::new(
+            &format!("{prefix}tokenizer.json"),
+            Role::SpeechTokenizer,
+            FileFormat::Json,
+            tokenizer_json,
+        ),
+    ])
 }

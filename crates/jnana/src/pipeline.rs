@@ -20,12 +20,14 @@
 //! the conversation's picture, it is put back in front of the oldest kept turn. A single turn
 //! longer than the window is refused with [`Error::ContextOverflow`].
 
+use crate::audio::AudioStream;
 use crate::error::{Error, Result};
 use crate::generation::{CancelFlag, FinishReason, Generation, GenerationParams};
 use crate::models::clip_vision::ClipVision;
 use crate::models::phi2::{Cache, Phi2};
 use crate::models::projector::Projector;
 use crate::preprocess::{self, PreprocessConfig};
+use crate::speech::{Transcriber, Transcript, WindowProgress};
 use crate::tokenizer::{TokenStream, Tokenizer};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -57,12 +59,28 @@ impl Default for PromptFormat {
     }
 }
 
+/// Recorded speech.
+#[derive(Debug, Clone)]
+pub enum AudioInput {
+    /// An audio file's bytes (WAV, MP3, OGG/Vorbis, FLAC, M4A/AAC), decoded natively.
+    Encoded(Vec<u8>),
+    /// Decoded PCM, interleaved (what the browser's WebAudio hands over).
+    Pcm {
+        samples: Vec<f32>,
+        sample_rate: u32,
+        channels: usize,
+    },
+}
+
 /// One user message. Any combination may be given; none at all gets [`NO_INPUT_REPLY`].
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     /// An encoded picture (PNG, JPEG, WebP, GIF, BMP).
     pub image: Option<Vec<u8>>,
-    /// What the user said, as recognised by the speech stage (fed before the typed text).
+    /// A spoken question, transcribed by Whisper unless `transcript` is given.
+    pub audio: Option<AudioInput>,
+    /// What the user said, as text: the transcript of `audio`, possibly edited (fed before the
+    /// typed text, as the seed feeds it).
     pub transcript: Option<String>,
     pub text: Option<String>,
 }
@@ -98,6 +116,7 @@ pub struct Jnana {
     pub phi: Phi2,
     pub tokenizer: Tokenizer,
     pub vision: Option<VisionStack>,
+    pub speech: Option<Transcriber>,
     pub format: PromptFormat,
     pub eos_token_id: Option<u32>,
     image_marker_ids: Vec<u32>,
@@ -134,6 +153,7 @@ impl Jnana {
             phi,
             tokenizer,
             vision,
+            speech: None,
             format,
             eos_token_id,
             image_marker_ids,
@@ -141,8 +161,42 @@ impl Jnana {
         })
     }
 
+    pub fn with_speech(mut self, speech: Option<Transcriber>) -> Self {
+        self.speech = speech;
+        self
+    }
+
     pub fn device(&self) -> Device {
         self.phi.device()
+    }
+
+    /// Speech to text, window by window (`progress` may stop it); the UI shows the transcript
+    /// for editing before the question is sent.
+    pub fn transcribe(
+        &self,
+        audio: &AudioInput,
+        progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
+    ) -> Result<Transcript> {
+        let speech = self.speech.as_ref().ok_or_else(|| {
+            Error::Input("this model bundle has no speech model, so it cannot listen".into())
+        })?;
+        match audio {
+            AudioInput::Encoded(bytes) => {
+                let stream = AudioStream::from_bytes(bytes.clone())?;
+                let windows = stream
+                    .duration_seconds()
+                    .map(|s| (s / 30.0).ceil().max(1.0) as usize);
+                speech.transcribe_chunks(stream, windows, progress)
+            }
+            AudioInput::Pcm {
+                samples,
+                sample_rate,
+                channels,
+            } => speech.transcribe(
+                &crate::audio::pcm_to_16k_mono(samples, *channels, *sample_rate)?,
+                progress,
+            ),
+        }
     }
 
     /// Sampling never leaves the tokenizer's vocabulary (the seed resized Phi-2's embeddings to
@@ -209,6 +263,8 @@ pub struct Answer {
     pub prompt_positions: usize,
     /// Turns dropped from the front to make room.
     pub dropped_turns: usize,
+    /// What was heard, when the request brought audio (empty when it was silence).
+    pub transcript: Option<String>,
 }
 
 type ImageKey = [u8; 32];
@@ -289,7 +345,18 @@ impl Conversation {
         params: &GenerationParams,
         mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
     ) -> Result<Answer> {
-        let prompt = self.build_prompt(model, request)?;
+        // Speech becomes text first; silence counts as no audio at all.
+        let heard = match (&request.audio, &request.transcript) {
+            (Some(audio), None) => {
+                Some(model.transcribe(audio, |_| ControlFlow::Continue(()))?.text)
+            }
+            _ => None,
+        };
+        let request = Request {
+            transcript: request.transcript.clone().or_else(|| heard.clone()),
+            ..request.clone()
+        };
+        let prompt = self.build_prompt(model, &request)?;
         if prompt.is_empty() {
             return Ok(Answer {
                 text: NO_INPUT_REPLY.to_string(),
@@ -297,6 +364,7 @@ impl Conversation {
                 finish: None,
                 prompt_positions: 0,
                 dropped_turns: 0,
+                transcript: heard,
             });
         }
         self.close_open_turn(model);
@@ -309,6 +377,7 @@ impl Conversation {
         match self.generate(model, params, &mut on_token) {
             Ok(answer) => Ok(Answer {
                 dropped_turns: dropped,
+                transcript: heard,
                 ..answer
             }),
             Err(e) => {
@@ -384,6 +453,7 @@ impl Conversation {
             finish: Some(finish),
             prompt_positions: total,
             dropped_turns: 0,
+            transcript: None,
         })
     }
 

@@ -8,11 +8,13 @@
 use crate::audio::mel::{LogMel, MelConfig};
 use crate::audio::SAMPLE_RATE;
 use crate::error::{Error, Result};
-use crate::models::whisper::{DecoderState, Whisper};
+use crate::models::whisper::{self, DecoderState, Whisper};
 use crate::tokenizer::Tokenizer;
-use candle_core::{Tensor, D};
+use crate::weights::{QuantizedMatmul, TensorSource, Weights};
+use candle_core::{Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// Whisper's special tokens, by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -465,6 +467,96 @@ impl Transcriber {
             cancelled,
         })
     }
+}
+
+/// Whisper's configuration: from a CTranslate2 file's own shapes (with its `config.json`'s
+/// `suppress_ids` / `suppress_ids_begin`), or from an HF `config.json`.
+pub fn whisper_config(
+    source: &dyn TensorSource,
+    config: Option<&serde_json::Value>,
+) -> Result<whisper::Config> {
+    let ids = |key: &str| -> Option<Vec<u32>> {
+        config?.get(key)?.as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect()
+        })
+    };
+    match source.ct2() {
+        Some(ct2) => {
+            let mut cfg = ct2.whisper_config()?;
+            cfg.suppress_tokens = ids("suppress_ids")
+                .or_else(|| ids("suppress_tokens"))
+                .unwrap_or_default();
+            cfg.begin_suppress_tokens = ids("suppress_ids_begin")
+                .or_else(|| ids("begin_suppress_tokens"))
+                .unwrap_or_default();
+            Ok(cfg)
+        }
+        None => whisper::Config::from_hf_value(
+            "speech config.json",
+            config.ok_or_else(|| {
+                Error::file(source.file_name(), "Whisper weights need their config.json")
+            })?,
+        ),
+    }
+}
+
+/// A transcriber from Whisper weights (HF safetensors, GGUF with HF names, or a CTranslate2
+/// `model.bin`), its config and its `tokenizer.json`.
+pub fn load(
+    source: Arc<dyn TensorSource>,
+    config: Option<&serde_json::Value>,
+    tokenizer_json: &[u8],
+    device: &Device,
+    quantized_matmul: QuantizedMatmul,
+) -> Result<Transcriber> {
+    let cfg = whisper_config(source.as_ref(), config)?;
+    let vb = Weights::new(source, device).with_quantized_matmul(quantized_matmul);
+    let model = Whisper::new(&cfg, &vb)?;
+    let tokenizer = Tokenizer::from_bytes("speech tokenizer.json", tokenizer_json)?;
+    Transcriber::new(model, tokenizer)
+}
+
+/// A Whisper model folder (a converted one: `model.safetensors` or a `.gguf`, `config.json`,
+/// `tokenizer.json`; or a CTranslate2 / faster-whisper one: `model.bin`, `config.json`,
+/// `tokenizer.json`).
+pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Transcriber> {
+    let name = |n: &str| dir.join(n);
+    let weights = ["model.safetensors", "model.bin"]
+        .into_iter()
+        .map(name)
+        .chain(
+            std::fs::read_dir(dir)
+                .map_err(|e| Error::file(dir.display().to_string(), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "gguf")),
+        )
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            Error::file(
+                dir.display().to_string(),
+                "holds no Whisper weights (model.safetensors, model.bin or a .gguf)",
+            )
+        })?;
+    let config = match std::fs::read_to_string(name("config.json")) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| Error::file(name("config.json").display().to_string(), e))?,
+        ),
+        Err(_) => None,
+    };
+    let tokenizer = std::fs::read(name("tokenizer.json"))
+        .map_err(|e| Error::file(name("tokenizer.json").display().to_string(), e))?;
+    let source = crate::conformance::open_path(&weights)?;
+    load(
+        source,
+        config.as_ref(),
+        &tokenizer,
+        device,
+        QuantizedMatmul::default(),
+    )
 }
 
 /// Level of the loudest 25 ms frame, in dBFS (-inf for digital silence).

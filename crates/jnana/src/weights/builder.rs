@@ -158,6 +158,14 @@ impl Weights {
     }
 }
 
+/// `QTensor::quantize` that is safe for views: candle's reads the whole underlying storage,
+/// ignoring a view's layout, so the values are first copied into a storage of their own.
+pub fn quantize(t: &Tensor, ty: GgmlDType) -> Result<QTensor> {
+    let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let owned = Tensor::from_vec(values, t.dims(), t.device())?;
+    Ok(QTensor::quantize(&owned, ty)?)
+}
+
 pub(crate) fn quantized_matmul(q: QTensor, mode: QuantizedMatmul) -> Result<QMatMul> {
     Ok(match mode {
         QuantizedMatmul::IntegerDot => QMatMul::from_qtensor(q)?,
@@ -284,7 +292,7 @@ impl Linear {
     pub fn merge(&mut self, update: &LowRank) -> Result<()> {
         let merged = (self.weight_f32()? + update.dense()?)?;
         self.weight = match &self.weight {
-            QMatMul::QTensor(q) => QMatMul::from_qtensor(QTensor::quantize(&merged, q.dtype())?)?,
+            QMatMul::QTensor(q) => QMatMul::from_qtensor(quantize(&merged, q.dtype())?)?,
             QMatMul::Tensor(_) => QMatMul::Tensor(merged),
             QMatMul::TensorF16(_) => QMatMul::TensorF16(merged.to_dtype(DType::F16)?),
         };

@@ -433,6 +433,10 @@ impl TensorSource for Ct2Source {
         &self.file
     }
 
+    fn ct2(&self) -> Option<&Ct2Source> {
+        Some(self)
+    }
+
     fn names(&self) -> Vec<String> {
         self.hf.keys().cloned().collect()
     }

@@ -10,7 +10,7 @@ mod pth;
 mod rename;
 mod safetensors;
 
-pub use builder::{Embedding, Linear, LowRank, QuantizedMatmul, Weights};
+pub use builder::{quantize, Embedding, Linear, LowRank, QuantizedMatmul, Weights};
 pub use ct2::Ct2Source;
 pub use gguf::GgufSource;
 pub use pth::PthSource;
@@ -58,6 +58,10 @@ pub trait TensorSource: Send + Sync {
     }
     /// The GGUF file behind this source, for its metadata.
     fn gguf(&self) -> Option<&GgufSource> {
+        None
+    }
+    /// The CTranslate2 file behind this source, for its scalars.
+    fn ct2(&self) -> Option<&Ct2Source> {
         None
     }
 }

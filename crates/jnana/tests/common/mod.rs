@@ -17,11 +17,21 @@ pub fn phi2_tokenizer() -> String {
     synth::phi2_tokenizer_json(&gpt2).unwrap()
 }
 
+pub fn whisper_tokenizer() -> String {
+    std::fs::read_to_string(fixture("tokenizers/whisper_multilingual/tokenizer.json")).unwrap()
+}
+
 /// A tiny random bundle, optionally adjusted.
 pub fn tiny_bundle(adjust: impl FnOnce(&mut SynthSpec)) -> (Manifest, Vec<BundleFile>) {
     let mut spec = SynthSpec::tiny();
     adjust(&mut spec);
-    synth::synthesize(&spec, &phi2_tokenizer(), &|_, _, _| {}).unwrap()
+    synth::synthesize(
+        &spec,
+        &phi2_tokenizer(),
+        Some(&whisper_tokenizer()),
+        &|_, _, _| {},
+    )
+    .unwrap()
 }
 
 pub fn load(manifest: &Manifest, files: &[BundleFile]) -> Jnana {
@@ -59,4 +69,20 @@ pub fn error_text<T>(r: jnana::Result<T>) -> String {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.to_string(),
     }
+}
+
+/// A file fetched by `scripts/fetch-test-assets.sh` (the README's test command runs it first).
+pub fn test_asset(rel: &str) -> PathBuf {
+    let root = std::env::var_os("JNANA_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
+        });
+    let path = root.join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-test-assets.sh (the README's test command does)",
+        path.display()
+    );
+    path
 }
