@@ -65,7 +65,7 @@ pub struct BundleArgs {
     /// Block type of Phi-2's matrices: q4k, q8_0, q4_0, f16, f32
     #[arg(long, default_value = "q4k")]
     pub quant: String,
-    /// CLIP and projector precision: f16, f32 or q8_0
+    /// CLIP, projector and Whisper precision: f16, f32 or q8_0
     #[arg(long, default_value = "f16")]
     pub vision_dtype: String,
     #[arg(long, default_value = "Jñāna (converted)")]

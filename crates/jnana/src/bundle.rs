@@ -710,6 +710,9 @@ mod tests {
             Role::VisionModel,
             Role::ProjectorLinear,
             Role::ProjectorBlock,
+            Role::SpeechModel,
+            Role::SpeechConfig,
+            Role::SpeechTokenizer,
         ] {
             let f = m.file(role).unwrap_or_else(|| panic!("{role:?} missing"));
             assert!(f

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! [image rows][caption image:]   only when the turn brings a picture
-//! [transcript]                   the spoken question, once speech recognition lands
+//! [transcript]                   the spoken question, as Whisper heard it (or as edited)
 //! [text]                         the typed question
 //! [end of question:]             always
 //! [answer tokens][<|endoftext|>] generated
