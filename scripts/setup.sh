@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, only where missing: the wasm target, clippy/rustfmt, Debian's
-# Chromium + ChromeDriver (headless browser tests) and espeak-ng (spoken test questions), and
-# wasm-bindgen-cli at the version in Cargo.lock (its test runner drives Chromium). Safe to run again; nothing downloads a binary
-# outside the package registries.
+# Chromium + ChromeDriver (headless browser tests), espeak-ng and sox (test speech and audio
+# files), and wasm-bindgen-cli at the version in Cargo.lock (its test runner drives Chromium).
+# Safe to run again; nothing downloads a binary outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +17,9 @@ apt_install() {
     || { as_root apt-get update >/dev/null && as_root apt-get install -y --no-install-recommends "$@" >/dev/null; }
 }
 command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver
-# Speech for the Whisper tests (a question spoken at 22.05 kHz).
+# Speech for the Whisper tests (a question spoken at 22.05 kHz) and FLAC/OGG/MP3 test files.
 command -v espeak-ng >/dev/null || apt_install espeak-ng
+command -v sox >/dev/null && sox -h 2>/dev/null | grep -q mp3 || apt_install sox libsox-fmt-base libsox-fmt-mp3
 command -v npm >/dev/null || apt_install npm
 
 wb_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock | head -1)

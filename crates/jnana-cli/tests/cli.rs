@@ -1,18 +1,16 @@
 //! The `jnana` binary end to end: synth → chat (one-shot and interactive), conformance on the
 //! reference fixtures, convert from published-format files, bench.
 
+#[path = "../../jnana/tests/common/mod.rs"]
+mod common;
+
+use common::{fixture, test_asset};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn jnana() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jnana"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -306,21 +304,6 @@ fn bench_prints_its_numbers() {
         assert!(v > 0.0, "{key} = {v}");
     }
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-fn test_asset(rel: &str) -> PathBuf {
-    let root = std::env::var_os("JNANA_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let path = root.join(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-test-assets.sh",
-        path.display()
-    );
-    path
 }
 
 #[test]

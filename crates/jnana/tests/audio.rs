@@ -348,3 +348,39 @@ fn silence_counts_as_no_audio_and_speech_goes_before_the_text() {
         tok("the edited words") + tok("end of question:")
     );
 }
+
+#[test]
+fn flac_ogg_vorbis_and_mp3_files_decode() {
+    let dir = std::env::temp_dir().join(format!("jnana-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, rate, channels) in [
+        ("a.flac", 44_100, 2),
+        ("a.ogg", 48_000, 1),
+        ("a.mp3", 22_050, 1),
+    ] {
+        let path = dir.join(file);
+        let status = std::process::Command::new("sox")
+            .args(["-n", "-r", &rate.to_string(), "-c", &channels.to_string()])
+            .arg(&path)
+            .args(["synth", "1.5", "sine", "440", "vol", "0.5"])
+            .status()
+            .expect("sox is installed by scripts/setup.sh");
+        assert!(status.success(), "{file}");
+        let stream = AudioStream::open(Box::new(std::fs::File::open(&path).unwrap())).unwrap();
+        assert_eq!(stream.sample_rate(), rate, "{file}");
+        let samples = stream.read_all().unwrap();
+        // Encoders pad the start and end (MP3 by up to a frame): within a tenth of a second.
+        let seconds = samples.len() as f32 / 16_000.0;
+        assert!((seconds - 1.5).abs() < 0.1, "{file}: {seconds} s");
+        let middle = &samples[4_000..20_000];
+        let crossings = middle
+            .windows(2)
+            .filter(|p| p[0] < 0.0 && p[1] >= 0.0)
+            .count();
+        assert!(
+            (crossings as i64 - 440).abs() <= 3,
+            "{file}: {crossings} cycles in 1 s"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

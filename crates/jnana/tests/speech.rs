@@ -144,3 +144,16 @@ fn a_spoken_question_decodes_token_for_token_like_ctranslate2() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn mel_filter_banks_match_openai_whisper_for_80_and_128_bins() {
+    for n_mels in [80, 128] {
+        let want =
+            candle_core::Tensor::read_npy(test_asset(&format!("mel_filters/mel_{n_mels}.npy")))
+                .unwrap();
+        let ours = jnana::audio::mel::mel_filters(n_mels, 400, 16_000);
+        let ours = candle_core::Tensor::from_vec(ours, (n_mels, 201), &Device::Cpu).unwrap();
+        let (max, _) = jnana::conformance::abs_diff(&ours, &want).unwrap();
+        assert!(max < 1e-6, "{n_mels} bins: {max}");
+    }
+}

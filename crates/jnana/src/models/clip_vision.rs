@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::models::attention::{attend, split_heads};
-use crate::weights::{Linear, Weights};
+use crate::models::attention::{Mlp, MultiHeadAttention};
+use crate::weights::Weights;
 use candle_core::{Module, Tensor};
 use candle_nn::LayerNorm;
 use serde::{Deserialize, Serialize};
@@ -128,49 +128,11 @@ impl Embeddings {
 }
 
 #[derive(Debug, Clone)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    num_heads: usize,
-    scale: f64,
-}
-
-impl Attention {
-    fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
-        let h = cfg.hidden_size;
-        Ok(Self {
-            q_proj: vb.linear(h, h, "q_proj")?,
-            k_proj: vb.linear(h, h, "k_proj")?,
-            v_proj: vb.linear(h, h, "v_proj")?,
-            out_proj: vb.linear(h, h, "out_proj")?,
-            num_heads: cfg.num_attention_heads,
-            scale: ((h / cfg.num_attention_heads) as f64).powf(-0.5),
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let head_dim = xs.dim(2)? / self.num_heads;
-        let heads = |l: &Linear| split_heads(&l.forward(xs)?, self.num_heads, head_dim);
-        let (q, k, v) = (
-            heads(&self.q_proj)?,
-            heads(&self.k_proj)?,
-            heads(&self.v_proj)?,
-        );
-        let out = attend(&q, &k, &v, self.scale, None)?;
-        Ok(self.out_proj.forward(&out)?)
-    }
-}
-
-#[derive(Debug, Clone)]
 struct EncoderLayer {
     layer_norm1: LayerNorm,
-    self_attn: Attention,
+    self_attn: MultiHeadAttention,
     layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
+    mlp: Mlp,
 }
 
 impl EncoderLayer {
@@ -178,21 +140,20 @@ impl EncoderLayer {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         Ok(Self {
             layer_norm1: vb.layer_norm(h, eps, "layer_norm1")?,
-            self_attn: Attention::new(cfg, &vb.pp("self_attn"))?,
+            self_attn: MultiHeadAttention::new(
+                h,
+                cfg.num_attention_heads,
+                true,
+                &vb.pp("self_attn"),
+            )?,
             layer_norm2: vb.layer_norm(h, eps, "layer_norm2")?,
-            fc1: vb.linear(h, cfg.intermediate_size, "mlp.fc1")?,
-            fc2: vb.linear(cfg.intermediate_size, h, "mlp.fc2")?,
-            act: cfg.hidden_act,
+            mlp: Mlp::new(h, cfg.intermediate_size, cfg.hidden_act, &vb.pp("mlp"))?,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let xs = (xs + self.self_attn.forward(&self.layer_norm1.forward(xs)?)?)?;
-        let mlp = self.fc2.forward(
-            &self
-                .act
-                .forward(&self.fc1.forward(&self.layer_norm2.forward(&xs)?)?)?,
-        )?;
+        let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         Ok((xs + mlp)?)
     }
 }

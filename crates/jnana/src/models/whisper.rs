@@ -6,8 +6,8 @@
 
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::models::attention::{attend, causal_mask, split_heads};
-use crate::weights::{Embedding, Linear, Weights};
+use crate::models::attention::{causal_mask, Mlp, MultiHeadAttention};
+use crate::weights::{Embedding, Weights};
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
@@ -129,78 +129,12 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    heads: usize,
-    head_dim: usize,
-}
-
-impl Attention {
-    fn new(d: usize, heads: usize, vb: &Weights) -> Result<Self> {
-        Ok(Self {
-            q_proj: vb.linear(d, d, "q_proj")?,
-            k_proj: vb.linear_no_bias(d, d, "k_proj")?,
-            v_proj: vb.linear(d, d, "v_proj")?,
-            out_proj: vb.linear(d, d, "out_proj")?,
-            heads,
-            head_dim: d / heads,
-        })
-    }
-
-    /// Keys and values of `xs`, `[batch, heads, seq, head_dim]`.
-    fn keys_values(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            split_heads(&self.k_proj.forward(xs)?, self.heads, self.head_dim)?,
-            split_heads(&self.v_proj.forward(xs)?, self.heads, self.head_dim)?,
-        ))
-    }
-
-    fn attend_to(
-        &self,
-        xs: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let q = split_heads(&self.q_proj.forward(xs)?, self.heads, self.head_dim)?;
-        let out = attend(&q, k, v, (self.head_dim as f64).powf(-0.5), mask)?;
-        Ok(self.out_proj.forward(&out)?)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
-}
-
-impl Mlp {
-    fn new(d: usize, ffn: usize, act: Activation, vb: &Weights) -> Result<Self> {
-        Ok(Self {
-            fc1: vb.linear(d, ffn, "fc1")?,
-            fc2: vb.linear(ffn, d, "fc2")?,
-            act,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .fc2
-            .forward(&self.act.forward(&self.fc1.forward(xs)?)?)?)
-    }
-}
-
 const LN_EPS: f64 = 1e-5;
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
     self_attn_layer_norm: LayerNorm,
-    self_attn: Attention,
+    self_attn: MultiHeadAttention,
     final_layer_norm: LayerNorm,
     mlp: Mlp,
 }
@@ -210,16 +144,22 @@ impl EncoderLayer {
         let d = cfg.d_model;
         Ok(Self {
             self_attn_layer_norm: vb.layer_norm(d, LN_EPS, "self_attn_layer_norm")?,
-            self_attn: Attention::new(d, cfg.encoder_attention_heads, &vb.pp("self_attn"))?,
+            self_attn: MultiHeadAttention::new(
+                d,
+                cfg.encoder_attention_heads,
+                false,
+                &vb.pp("self_attn"),
+            )?,
             final_layer_norm: vb.layer_norm(d, LN_EPS, "final_layer_norm")?,
             mlp: Mlp::new(d, cfg.encoder_ffn_dim, cfg.activation_function, vb)?,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.self_attn_layer_norm.forward(xs)?;
-        let (k, v) = self.self_attn.keys_values(&h)?;
-        let xs = (xs + self.self_attn.attend_to(&h, &k, &v, None)?)?;
+        let xs = (xs
+            + self
+                .self_attn
+                .forward(&self.self_attn_layer_norm.forward(xs)?)?)?;
         let mlp = self.mlp.forward(&self.final_layer_norm.forward(&xs)?)?;
         Ok((xs + mlp)?)
     }
@@ -228,9 +168,9 @@ impl EncoderLayer {
 #[derive(Debug, Clone)]
 struct DecoderLayer {
     self_attn_layer_norm: LayerNorm,
-    self_attn: Attention,
+    self_attn: MultiHeadAttention,
     encoder_attn_layer_norm: LayerNorm,
-    encoder_attn: Attention,
+    encoder_attn: MultiHeadAttention,
     final_layer_norm: LayerNorm,
     mlp: Mlp,
 }
@@ -240,9 +180,9 @@ impl DecoderLayer {
         let (d, heads) = (cfg.d_model, cfg.decoder_attention_heads);
         Ok(Self {
             self_attn_layer_norm: vb.layer_norm(d, LN_EPS, "self_attn_layer_norm")?,
-            self_attn: Attention::new(d, heads, &vb.pp("self_attn"))?,
+            self_attn: MultiHeadAttention::new(d, heads, false, &vb.pp("self_attn"))?,
             encoder_attn_layer_norm: vb.layer_norm(d, LN_EPS, "encoder_attn_layer_norm")?,
-            encoder_attn: Attention::new(d, heads, &vb.pp("encoder_attn"))?,
+            encoder_attn: MultiHeadAttention::new(d, heads, false, &vb.pp("encoder_attn"))?,
             final_layer_norm: vb.layer_norm(d, LN_EPS, "final_layer_norm")?,
             mlp: Mlp::new(d, cfg.decoder_ffn_dim, cfg.activation_function, vb)?,
         })

@@ -11,8 +11,7 @@ pub mod layout;
 pub use config::Config;
 
 use crate::error::{Error, Result};
-use crate::models::activation::Activation;
-use crate::models::attention::{attend, causal_mask, split_heads};
+use crate::models::attention::{attend, causal_mask, split_heads, Mlp};
 use crate::weights::{Embedding, Linear, LowRank, Weights};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -180,29 +179,6 @@ fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Result<QkvProj> {
 }
 
 #[derive(Debug, Clone)]
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
-        Ok(Self {
-            fc1: vb.linear(cfg.hidden_size, cfg.intermediate_size, "fc1")?,
-            fc2: vb.linear(cfg.intermediate_size, cfg.hidden_size, "fc2")?,
-            act: cfg.hidden_act,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .fc2
-            .forward(&self.act.forward(&self.fc1.forward(xs)?)?)?)
-    }
-}
-
-#[derive(Debug, Clone)]
 struct DecoderLayer {
     input_layernorm: LayerNorm,
     self_attn: Attention,
@@ -218,7 +194,12 @@ impl DecoderLayer {
                 "input_layernorm",
             )?,
             self_attn: Attention::new(cfg, &vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, &vb.pp("mlp"))?,
+            mlp: Mlp::new(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.hidden_act,
+                &vb.pp("mlp"),
+            )?,
         })
     }
 
