@@ -70,10 +70,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut generation =
             Generation::start(phi, &mut cache, &embeds, &params, None, model.vocab_limit())?;
         prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        generation.next_token()?;
+        generation.next_token(phi, &mut cache)?;
         let t = Instant::now();
         let mut produced = 0;
-        while generation.next_token()?.is_some() {
+        while generation.next_token(phi, &mut cache)?.is_some() {
             produced += 1;
         }
         decode.push(produced as f64 / t.elapsed().as_secs_f64());

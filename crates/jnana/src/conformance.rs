@@ -909,7 +909,7 @@ pub fn greedy(phi: &Phi2, embeds: &Tensor, max_new: usize, eos: Option<u32>) -> 
         eos,
         phi.config().vocab_size,
     )?;
-    let (mut ids, finish) = generation.run_to_end()?;
+    let (mut ids, finish) = generation.run_to_end(phi, &mut cache)?;
     if finish == crate::FinishReason::EndOfText {
         ids.extend(eos);
     }

@@ -86,10 +86,9 @@ impl CancelFlag {
 }
 
 /// A generation in progress. The prompt is fed by [`Generation::start`]; each
-/// [`Generation::next_token`] feeds the previous token and samples the next one.
-pub struct Generation<'a> {
-    model: &'a Phi2,
-    cache: &'a mut Cache,
+/// [`Generation::next_token`] feeds the previous token and samples the next one. It holds no
+/// borrows, so a caller can keep it across awaits (a browser worker yields between tokens).
+pub struct Generation {
     sampler: LogitsProcessor,
     params: GenerationParams,
     eos: Option<u32>,
@@ -102,13 +101,13 @@ pub struct Generation<'a> {
     cancel: CancelFlag,
 }
 
-impl<'a> Generation<'a> {
+impl Generation {
     /// Feeds `prompt` (`[1, n, hidden]` embeddings) after what `cache` holds.
     /// `vocab_limit` keeps sampling inside the tokenizer's vocabulary when the embedding matrix
     /// is padded beyond it (Phi-2: 51 200 rows, 50 295 tokens).
     pub fn start(
-        model: &'a Phi2,
-        cache: &'a mut Cache,
+        model: &Phi2,
+        cache: &mut Cache,
         prompt: &Tensor,
         params: &GenerationParams,
         eos: Option<u32>,
@@ -117,8 +116,6 @@ impl<'a> Generation<'a> {
         let logits = model.forward(prompt, cache)?;
         let finish = (params.max_new_tokens == 0).then_some(FinishReason::MaxTokens);
         Ok(Self {
-            model,
-            cache,
             sampler: LogitsProcessor::from_sampling(params.seed, params.sampling()),
             params: params.clone(),
             eos,
@@ -137,7 +134,7 @@ impl<'a> Generation<'a> {
     }
 
     /// The next answer token, or `None` once the generation has finished (see [`Self::finish`]).
-    pub fn next_token(&mut self) -> Result<Option<u32>> {
+    pub fn next_token(&mut self, model: &Phi2, cache: &mut Cache) -> Result<Option<u32>> {
         if self.finish.is_some() {
             return Ok(None);
         }
@@ -148,12 +145,12 @@ impl<'a> Generation<'a> {
         let logits = match (self.logits.take(), self.pending) {
             (Some(logits), _) => logits,
             (None, Some(prev)) => {
-                if self.cache.len() >= self.model.config().max_position_embeddings {
+                if cache.len() >= model.config().max_position_embeddings {
                     self.finish = Some(FinishReason::ContextFull);
                     return Ok(None);
                 }
-                let embeds = self.model.embed(&[prev])?.unsqueeze(0)?;
-                self.model.forward(&embeds, self.cache)?
+                let embeds = model.embed(&[prev])?.unsqueeze(0)?;
+                model.forward(&embeds, cache)?
             }
             (None, None) => unreachable!("a generation always has logits or a pending token"),
         };
@@ -207,8 +204,12 @@ impl<'a> Generation<'a> {
     }
 
     /// Runs to the end; returns the answer tokens.
-    pub fn run_to_end(mut self) -> Result<(Vec<u32>, FinishReason)> {
-        while self.next_token()?.is_some() {}
+    pub fn run_to_end(
+        mut self,
+        model: &Phi2,
+        cache: &mut Cache,
+    ) -> Result<(Vec<u32>, FinishReason)> {
+        while self.next_token(model, cache)?.is_some() {}
         let finish = self.finish.expect("finished after the loop");
         Ok((self.produced, finish))
     }

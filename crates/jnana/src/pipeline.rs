@@ -345,6 +345,24 @@ impl Conversation {
         params: &GenerationParams,
         mut on_token: impl FnMut(&TokenEvent) -> ControlFlow<()>,
     ) -> Result<Answer> {
+        let mut answering = self.begin(model, request, params)?;
+        while let Some(event) = answering.next(model, self)? {
+            if on_token(&event).is_break() {
+                answering.cancel();
+            }
+        }
+        Ok(answering.finish(self))
+    }
+
+    /// Starts answering `request`: transcribes its audio, feeds the prompt, and returns a handle
+    /// that yields the answer one token at a time ([`Answering::next`]) — for callers that must
+    /// return to an event loop between tokens, as a browser worker does to hear Stop.
+    pub fn begin(
+        &mut self,
+        model: &Jnana,
+        request: &Request,
+        params: &GenerationParams,
+    ) -> Result<Answering> {
         // Speech becomes text first; silence counts as no audio at all.
         let heard = match (&request.audio, &request.transcript) {
             (Some(audio), None) => {
@@ -358,103 +376,61 @@ impl Conversation {
         };
         let prompt = self.build_prompt(model, &request)?;
         if prompt.is_empty() {
-            return Ok(Answer {
+            return Ok(Answering {
+                generation: None,
+                stream: TokenStream::new(),
                 text: NO_INPUT_REPLY.to_string(),
-                tokens: Vec::new(),
-                finish: None,
+                index: 0,
                 prompt_positions: 0,
                 dropped_turns: 0,
                 transcript: heard,
             });
         }
         self.close_open_turn(model);
-        let dropped = self.make_room(model, &prompt, params.max_new_tokens)?;
+        let dropped_turns = self.make_room(model, &prompt, params.max_new_tokens)?;
         self.turns.push(Turn {
             prompt,
             answer: Vec::new(),
         });
-
-        match self.generate(model, params, &mut on_token) {
-            Ok(answer) => Ok(Answer {
-                dropped_turns: dropped,
-                transcript: heard,
-                ..answer
-            }),
+        let started = self.embed_history(model).and_then(|all| {
+            let fed = self.cache.len();
+            let total = all.dim(1)?;
+            let fresh = all.narrow(1, fed, total - fed)?;
+            self.cancel.reset();
+            let generation = Generation::start(
+                &model.phi,
+                &mut self.cache,
+                &fresh,
+                params,
+                model.eos_token_id,
+                model.vocab_limit(),
+            )?
+            .with_cancel(self.cancel.clone());
+            Ok((generation, total))
+        });
+        let (generation, prompt_positions) = match started {
+            Ok(started) => started,
             Err(e) => {
-                // Whatever was fed is unknown: forget the turn and re-feed the history next time.
-                self.turns.pop();
-                self.cache.clear();
-                Err(e)
+                self.forget_failed_turn();
+                return Err(e);
             }
-        }
+        };
+        Ok(Answering {
+            generation: Some(generation),
+            stream: TokenStream::new(),
+            text: String::new(),
+            index: 0,
+            prompt_positions,
+            dropped_turns,
+            transcript: heard,
+        })
     }
 
-    /// Feeds what the cache lacks of the history and the new prompt, then streams the answer.
-    fn generate(
-        &mut self,
-        model: &Jnana,
-        params: &GenerationParams,
-        on_token: &mut impl FnMut(&TokenEvent) -> ControlFlow<()>,
-    ) -> Result<Answer> {
-        let all = self.embed_history(model)?;
-        let fed = self.cache.len();
-        let total = all.dim(1)?;
-        let fresh = all.narrow(1, fed, total - fed)?;
-        self.cancel.reset();
-        let mut generation = Generation::start(
-            &model.phi,
-            &mut self.cache,
-            &fresh,
-            params,
-            model.eos_token_id,
-            model.vocab_limit(),
-        )?
-        .with_cancel(self.cancel.clone());
-
-        let mut stream = TokenStream::new(&model.tokenizer);
-        let mut text = String::new();
-        let mut index = 0;
-        while let Some(id) = generation.next_token()? {
-            let piece = stream.push(id)?;
-            if let Some(p) = &piece {
-                text.push_str(p);
-            }
-            let event = TokenEvent {
-                id: Some(id),
-                text: piece,
-                index,
-            };
-            index += 1;
-            if on_token(&event).is_break() {
-                generation.cancel();
-            }
-        }
-        if let Some(rest) = stream.finish()? {
-            // Only an answer that stops mid-character leaves text behind.
-            text.push_str(&rest);
-            let _ = on_token(&TokenEvent {
-                id: None,
-                text: Some(rest),
-                index,
-            });
-        }
-        let finish = generation.finish().unwrap_or(FinishReason::Cancelled);
-        let tokens = generation.tokens().to_vec();
-        drop(generation);
-
-        // The cache now holds the prompt and the answer up to its last sampled token; the turn
-        // record lists the whole answer, and closing it adds `<|endoftext|>`. The next prompt
-        // feeds whatever of that the cache lacks.
-        self.turns.last_mut().expect("pushed by ask").answer = tokens.clone();
-        self.open_turn = true;
-        Ok(Answer {
-            text,
-            tokens,
-            finish: Some(finish),
-            prompt_positions: total,
-            dropped_turns: 0,
-            transcript: None,
-        })
+    /// Whatever was fed of a turn that failed is unknown: forget it, re-feed the history next
+    /// time.
+    fn forget_failed_turn(&mut self) {
+        self.turns.pop();
+        self.cache.clear();
     }
 
     /// Completes the previous answer with `<|endoftext|>` in the turn record; the cache catches
@@ -584,6 +560,111 @@ impl Conversation {
             parts.push(PromptPart::Tokens(turn.answer.clone()));
         }
         model.embed_prompt(&parts)
+    }
+}
+
+/// An answer being generated; see [`Conversation::begin`].
+pub struct Answering {
+    /// `None` for the fixed reply to an empty request.
+    generation: Option<Generation>,
+    stream: TokenStream,
+    text: String,
+    index: usize,
+    prompt_positions: usize,
+    dropped_turns: usize,
+    transcript: Option<String>,
+}
+
+impl Answering {
+    /// The next piece of the answer, or `None` when it is complete. `conversation` must be the
+    /// one that began it.
+    pub fn next(
+        &mut self,
+        model: &Jnana,
+        conversation: &mut Conversation,
+    ) -> Result<Option<TokenEvent>> {
+        let Some(generation) = self.generation.as_mut() else {
+            return Ok(None);
+        };
+        if generation.finish().is_some() {
+            return Ok(None);
+        }
+        let step = generation
+            .next_token(&model.phi, &mut conversation.cache)
+            .and_then(|id| match id {
+                Some(id) => Ok(Some((id, self.stream.push(&model.tokenizer, id)?))),
+                None => Ok(None),
+            });
+        match step {
+            Ok(Some((id, piece))) => {
+                if let Some(p) = &piece {
+                    self.text.push_str(p);
+                }
+                let event = TokenEvent {
+                    id: Some(id),
+                    text: piece,
+                    index: self.index,
+                };
+                self.index += 1;
+                Ok(Some(event))
+            }
+            Ok(None) => {
+                // Only an answer that stops mid-character leaves text behind.
+                let rest = self.stream.finish(&model.tokenizer)?;
+                Ok(rest.map(|rest| {
+                    self.text.push_str(&rest);
+                    TokenEvent {
+                        id: None,
+                        text: Some(rest),
+                        index: self.index,
+                    }
+                }))
+            }
+            Err(e) => {
+                generation.cancel();
+                conversation.forget_failed_turn();
+                self.generation = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops at the next step, as the Stop button does.
+    pub fn cancel(&mut self) {
+        if let Some(g) = self.generation.as_mut() {
+            g.cancel();
+        }
+    }
+
+    /// Records the turn in `conversation` and returns the answer.
+    pub fn finish(self, conversation: &mut Conversation) -> Answer {
+        let Some(generation) = self.generation else {
+            let is_reply = self.prompt_positions == 0;
+            return Answer {
+                text: self.text,
+                tokens: Vec::new(),
+                finish: (!is_reply).then_some(FinishReason::Cancelled),
+                prompt_positions: self.prompt_positions,
+                dropped_turns: self.dropped_turns,
+                transcript: self.transcript,
+            };
+        };
+        let tokens = generation.tokens().to_vec();
+        // The cache now holds the prompt and the answer up to its last sampled token; the turn
+        // record lists the whole answer, and closing it adds `<|endoftext|>`. The next prompt
+        // feeds whatever of that the cache lacks.
+        if let Some(turn) = conversation.turns.last_mut() {
+            turn.answer = tokens.clone();
+        }
+        conversation.open_turn = true;
+        Answer {
+            text: self.text,
+            tokens,
+            finish: Some(generation.finish().unwrap_or(FinishReason::Cancelled)),
+            prompt_positions: self.prompt_positions,
+            dropped_turns: self.dropped_turns,
+            transcript: self.transcript,
+        }
     }
 }
 

@@ -57,26 +57,22 @@ impl Tokenizer {
 /// Turns a stream of token ids into text pieces without ever splitting a UTF-8 character: a
 /// byte-level token may end halfway through an emoji or a CJK character, and the decoder shows
 /// such a tail as U+FFFD until the next token completes it.
-pub struct TokenStream<'a> {
-    tokenizer: &'a Tokenizer,
+#[derive(Debug, Default, Clone)]
+pub struct TokenStream {
     ids: Vec<u32>,
     /// Ids before this index are fully emitted.
     start: usize,
 }
 
-impl<'a> TokenStream<'a> {
-    pub fn new(tokenizer: &'a Tokenizer) -> Self {
-        Self {
-            tokenizer,
-            ids: Vec::new(),
-            start: 0,
-        }
+impl TokenStream {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Adds one id; returns the text it completes, if any.
-    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids[self.start..])?;
+        let text = tokenizer.decode(&self.ids[self.start..])?;
         if text.is_empty() || text.ends_with('\u{FFFD}') {
             return Ok(None);
         }
@@ -85,11 +81,11 @@ impl<'a> TokenStream<'a> {
     }
 
     /// Whatever is left at the end of the stream (an incomplete character shows as U+FFFD).
-    pub fn finish(&mut self) -> Result<Option<String>> {
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
         if self.start == self.ids.len() {
             return Ok(None);
         }
-        let text = self.tokenizer.decode(&self.ids[self.start..])?;
+        let text = tokenizer.decode(&self.ids[self.start..])?;
         self.start = self.ids.len();
         Ok((!text.is_empty()).then_some(text))
     }

@@ -99,7 +99,7 @@ fn prompt_is_built_exactly_as_the_seed_builds_it() {
         model.vocab_limit(),
     )
     .unwrap();
-    let (manual, _) = generation.run_to_end().unwrap();
+    let (manual, _) = generation.run_to_end(&model.phi, &mut cache).unwrap();
     assert_eq!(answer.tokens, manual);
 }
 
@@ -138,7 +138,7 @@ fn follow_up_continues_the_cache_as_one_long_prompt() {
         model.vocab_limit(),
     )
     .unwrap()
-    .run_to_end()
+    .run_to_end(&model.phi, &mut cache)
     .unwrap();
     assert_eq!(second.tokens, fresh);
     assert_eq!(second.prompt_positions, ids.len());
@@ -351,16 +351,47 @@ fn streamed_pieces_are_whole_characters_and_add_up_to_the_answer() {
     let sample = "naïve café 🦀 世界 ok";
     let ids = model.tokenizer.encode(sample).unwrap();
     assert!(ids.len() > sample.chars().count() / 2);
-    let mut stream = jnana::tokenizer::TokenStream::new(&model.tokenizer);
+    let mut stream = jnana::tokenizer::TokenStream::new();
     let mut out = String::new();
     for id in ids {
-        if let Some(piece) = stream.push(id).unwrap() {
+        if let Some(piece) = stream.push(&model.tokenizer, id).unwrap() {
             assert!(!piece.contains('\u{FFFD}'), "half a character in {piece:?}");
             out.push_str(&piece);
         }
     }
-    if let Some(rest) = stream.finish().unwrap() {
+    if let Some(rest) = stream.finish(&model.tokenizer).unwrap() {
         out.push_str(&rest);
     }
     assert_eq!(out, sample);
+}
+
+#[test]
+fn answers_can_be_driven_one_token_at_a_time() {
+    let model = tiny_model();
+    let mut stepped = model.new_conversation();
+    let mut answering = stepped
+        .begin(&model, &text("Step by step"), &greedy(6))
+        .unwrap();
+    let mut ids = Vec::new();
+    while let Some(event) = answering.next(&model, &mut stepped).unwrap() {
+        ids.extend(event.id);
+    }
+    let answer = answering.finish(&mut stepped);
+    assert_eq!(answer.tokens, ids);
+    let mut whole = model.new_conversation();
+    let same = whole
+        .ask(&model, &text("Step by step"), &greedy(6), |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(answer.tokens, same.tokens);
+    // Both conversations continue identically.
+    let next = |c: &mut jnana::Conversation| {
+        c.ask(&model, &text("more"), &greedy(4), |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .tokens
+    };
+    assert_eq!(next(&mut stepped), next(&mut whole));
 }
