@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need, only where missing: the wasm target, clippy/rustfmt, Debian's
-# Chromium + ChromeDriver (headless browser tests), espeak-ng and sox (test speech and audio
-# files), and wasm-bindgen-cli at the version in Cargo.lock (its test runner drives Chromium).
+# Installs what the app and the tests need, only where missing: the wasm target, clippy/rustfmt,
+# Debian's Chromium + ChromeDriver (headless browser tests), espeak-ng and sox (test speech and
+# audio files), wasm-bindgen-cli at the version in Cargo.lock, trunk, and from npm binaryen's
+# wasm-opt and playwright-core (tests/e2e/package-lock.json).
 # Safe to run again; nothing downloads a binary outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +27,12 @@ wb_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"/\1/p;}' C
 if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$wb_version"; then
   # Not --locked: the registry here lacks one of its pinned transitive versions.
   cargo install wasm-bindgen-cli --version "$wb_version"
+fi
+
+if ! trunk --version 2>/dev/null | grep -q '0\.21\.14'; then
+  cargo install trunk --locked --version 0.21.14
+fi
+# wasm-opt 132 (Debian's 108 breaks the optimized app) and playwright-core, from npm.
+if [ ! -x tests/e2e/node_modules/.bin/wasm-opt ] || [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  (cd tests/e2e && npm ci --no-audit --no-fund)
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, the native suite (reference-fixture parity, formats,
-# bad input, pipeline, CLI), and the wasm32 build with its tests in headless Chromium.
+# bad input, pipeline, CLI), the wasm32 build with its tests in headless Chromium, and the app
+# end to end in headless Chromium (built with trunk, compared with the native CLI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/jnana/target}
@@ -16,6 +17,7 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy -p jnana --target wasm32-unknown-unknown --all-targets --release -- -D warnings
+cargo clippy -p jnana-app --target wasm32-unknown-unknown --release -- -D warnings
 
 step "native tests"
 cargo test --workspace --release
@@ -26,5 +28,20 @@ CHROMEDRIVER=$(command -v chromedriver) \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 WASM_BINDGEN_TEST_TIMEOUT=300 \
   cargo test -p jnana --target wasm32-unknown-unknown --release --test wasm
+
+step "the app end to end (trunk build, headless Chromium)"
+bash scripts/build-app.sh
+e2e=$(mktemp -d)
+trap 'rm -rf "$e2e"' EXIT
+jnana="$CARGO_TARGET_DIR/release/jnana"
+# Random Phi-2/CLIP/projector with Q4_0 blocks (the kernels native x86 and wasm SIMD share, so
+# ids can be compared exactly) and the real Whisper tiny.en, so the browser hears real words.
+"$jnana" synth --preset tiny --quant q4_0 --out "$e2e/synth" >/dev/null
+"$jnana" convert ct2-whisper .cache/test-assets/whisper-tiny.en --out "$e2e/whisper-tiny.en" --dtype f16 >/dev/null
+node tests/e2e/make-bundle.mjs "$e2e/synth" "$e2e/whisper-tiny.en" "$e2e/bundles/tiny"
+espeak-ng -w "$e2e/question.wav" "What is the colour of the bus in this picture?"
+JNANA_CLI="$jnana" JNANA_DIST=dist JNANA_BUNDLE="$e2e/bundles/tiny" JNANA_ARTIFACTS=target/e2e-artifacts \
+JNANA_IMAGE=tests/fixtures/clip_vision/image.png JNANA_WAV="$e2e/question.wav" \
+  node --test --test-concurrency=1 tests/e2e/app.test.mjs
 
 step "all tests passed"

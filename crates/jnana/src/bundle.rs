@@ -426,20 +426,26 @@ impl Read for ConcatReader {
 
 impl Seek for ConcatReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(p) => p as i128,
-            SeekFrom::End(d) => self.len as i128 + d as i128,
-            SeekFrom::Current(d) => self.pos as i128 + d as i128,
-        };
-        if target < 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "seek before the start",
-            ));
-        }
-        self.pos = target as u64;
+        self.pos = seek_position(self.pos, self.len, to)?;
         Ok(self.pos)
     }
+}
+
+/// Where a `seek(to)` from `pos` in a stream of `len` bytes lands (past the end is allowed, as
+/// for files; before the start is an error).
+pub fn seek_position(pos: u64, len: u64, to: SeekFrom) -> std::io::Result<u64> {
+    let target = match to {
+        SeekFrom::Start(p) => p as i128,
+        SeekFrom::End(d) => len as i128 + d as i128,
+        SeekFrom::Current(d) => pos as i128 + d as i128,
+    };
+    if target < 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "seek before the start",
+        ));
+    }
+    Ok(target as u64)
 }
 
 /// Options of [`load`].

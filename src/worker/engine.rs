@@ -1,0 +1,199 @@
+//! The models: built from storage without touching the network, answering and transcribing.
+
+use super::{post, storage, store};
+use crate::protocol::{FromWorker, Params, PcmInfo};
+use jnana::bundle::{
+    self, check_file, ConcatReader, FileEntry, FileProvider, LoadOptions, Manifest,
+};
+use jnana::pipeline::{AudioInput, Request};
+use jnana::weights::ReadSeek;
+use jnana::{Conversation, GenerationParams, Jnana};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+#[derive(Default)]
+pub struct Engine {
+    pub model: Option<Jnana>,
+    pub conversation: Option<Conversation>,
+    pub manifest_url: Option<String>,
+}
+
+/// Files opened from storage before the (synchronous) loaders run.
+struct StoredFiles {
+    files: HashMap<String, Vec<(storage::OpfsReader, u64)>>,
+}
+
+impl FileProvider for StoredFiles {
+    fn open(&mut self, entry: &FileEntry) -> jnana::Result<Box<dyn ReadSeek>> {
+        let mut parts = self
+            .files
+            .remove(&entry.name)
+            .ok_or_else(|| jnana::Error::file(&entry.name, "is not in storage"))?;
+        let mut reader: Box<dyn ReadSeek> = if parts.len() == 1 {
+            Box::new(parts.remove(0).0)
+        } else {
+            Box::new(ConcatReader::new(
+                parts
+                    .into_iter()
+                    .map(|(r, s)| (Box::new(r) as Box<dyn ReadSeek>, s))
+                    .collect(),
+            )?)
+        };
+        // Hashes were checked when the files were stored; sizes are checked again here.
+        check_file(entry, &mut reader, false)?;
+        Ok(reader)
+    }
+}
+
+pub fn now_ms() -> f64 {
+    let scope: web_sys::WorkerGlobalScope = wasm_bindgen::JsCast::unchecked_into(js_sys::global());
+    scope.performance().map_or(0.0, |p| p.now())
+}
+
+/// Builds the models of a stored, complete bundle (reporting `Loaded`).
+pub async fn load(manifest_url: &str) -> Result<Jnana, String> {
+    {
+        let started = now_ms();
+        let dir = store::dir(manifest_url).await?;
+        let state = store::state(&dir)
+            .await
+            .filter(|s| s.complete)
+            .ok_or_else(|| "this model is not fully downloaded yet: press Download".to_string())?;
+        let manifest = storage::read_small(&dir, "manifest.json")
+            .await
+            .ok_or("the stored manifest is missing: download the model again")?;
+        let manifest =
+            Manifest::from_json(&String::from_utf8_lossy(&manifest)).map_err(|e| e.to_string())?;
+        let mut files = HashMap::new();
+        for entry in &manifest.files {
+            let mut parts = Vec::new();
+            let names: Vec<Option<usize>> = if entry.parts.is_empty() {
+                vec![None]
+            } else {
+                (0..entry.parts.len()).map(Some).collect()
+            };
+            for part in names {
+                let name = store::stored_name(&entry.name, part);
+                let handle =
+                    storage::sync_handle(&storage::file(&dir, &name, false).await.map_err(
+                        |_| format!("{name} is missing from storage: download the model again"),
+                    )?)
+                    .await?;
+                let reader = storage::OpfsReader::new(handle)?;
+                let size = entry
+                    .parts
+                    .get(part.unwrap_or(0))
+                    .map(|p| p.size)
+                    .or(entry.size)
+                    .unwrap_or(0);
+                parts.push((reader, size));
+            }
+            files.insert(entry.name.clone(), parts);
+        }
+        let mut provider = StoredFiles { files };
+        let model = bundle::load(
+            &manifest,
+            &mut provider,
+            &LoadOptions::default(),
+            &mut |p| {
+                post(&FromWorker::LoadProgress {
+                    step: p.step,
+                    steps: p.steps,
+                    what: p.what,
+                })
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        drop(provider);
+        post(&FromWorker::Loaded {
+            name: state.name,
+            backend: "CPU (WebAssembly SIMD)".into(),
+            note: backend_note(),
+            vision: model.vision.is_some(),
+            speech: model.speech.is_some(),
+            load_ms: now_ms() - started,
+        });
+        Ok(model)
+    }
+}
+
+impl Engine {
+    pub fn set(&mut self, manifest_url: &str, model: Jnana) {
+        self.conversation = Some(model.new_conversation());
+        self.model = Some(model);
+        self.manifest_url = Some(manifest_url.to_string());
+    }
+
+    pub fn unload(&mut self) {
+        self.model = None;
+        self.conversation = None;
+        self.manifest_url = None;
+    }
+
+    pub fn model(&self) -> Result<&Jnana, String> {
+        self.model
+            .as_ref()
+            .ok_or_else(|| "no model is loaded yet".to_string())
+    }
+
+    pub fn transcribe(&self, audio: &AudioInput) -> Result<(), String> {
+        let model = self.model()?;
+        let t = model
+            .transcribe(audio, |_| ControlFlow::Continue(()))
+            .map_err(|e| e.to_string())?;
+        post(&FromWorker::Transcript {
+            text: t.text,
+            seconds: t.audio_seconds,
+        });
+        Ok(())
+    }
+}
+
+/// What to tell the user about the backend: this build computes on the CPU; say whether the
+/// browser offers WebGPU (a later engine will use it).
+fn backend_note() -> String {
+    if has_webgpu() {
+        "WebGPU is available in this browser; this version computes on the CPU.".into()
+    } else {
+        "No WebGPU in this browser: computing on the CPU.".into()
+    }
+}
+
+pub fn has_webgpu() -> bool {
+    let scope: web_sys::WorkerGlobalScope = wasm_bindgen::JsCast::unchecked_into(js_sys::global());
+    js_sys::Reflect::get(&scope.navigator(), &"gpu".into())
+        .map(|g| !g.is_undefined() && !g.is_null())
+        .unwrap_or(false)
+}
+
+pub fn pcm_input(samples: Vec<f32>, info: PcmInfo) -> AudioInput {
+    AudioInput::Pcm {
+        samples,
+        sample_rate: info.sample_rate,
+        channels: info.channels,
+    }
+}
+
+pub fn request(
+    text: Option<String>,
+    transcript: Option<String>,
+    image: Option<Vec<u8>>,
+    pcm: Option<(Vec<f32>, PcmInfo)>,
+) -> Request {
+    Request {
+        image,
+        audio: pcm.map(|(samples, info)| pcm_input(samples, info)),
+        transcript,
+        text,
+    }
+}
+
+pub fn params(p: &Params) -> GenerationParams {
+    GenerationParams {
+        max_new_tokens: p.max_new_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        seed: p.seed,
+        ..GenerationParams::default()
+    }
+}

@@ -1,0 +1,249 @@
+// End to end, in headless Chromium: the built app (dist/) served from 127.0.0.1 under a sub-path,
+// a tiny synthetic bundle made by the native CLI, and the native CLI's answers as the reference.
+//
+// Needs: JNANA_CLI (the native `jnana` binary), JNANA_DIST (trunk's output), JNANA_BUNDLE (a folder
+// made by `jnana synth --preset tiny`), JNANA_ARTIFACTS (screenshots go there), and an image and a
+// WAV (JNANA_IMAGE, JNANA_WAV).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { serve } from './server.mjs';
+import { launch, byTestId, waitReady, lastAnswer, rendererPeakBytes } from './browser.mjs';
+
+const env = (name) => {
+  const v = process.env[name];
+  assert.ok(v, `${name} must be set`);
+  return path.resolve(v);
+};
+const CLI = env('JNANA_CLI');
+const DIST = env('JNANA_DIST');
+const BUNDLE = env('JNANA_BUNDLE');
+const ARTIFACTS = env('JNANA_ARTIFACTS');
+const IMAGE = env('JNANA_IMAGE');
+const WAV = env('JNANA_WAV');
+const MAX_TOKENS = 40;
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const bundleName = path.basename(BUNDLE);
+const manifestFiles = JSON.parse(fs.readFileSync(path.join(BUNDLE, 'manifest.json'), 'utf8')).files;
+let server;
+const profiles = [];
+
+/** Runs the CLI and returns { ids, heard } parsed from its stderr/stdout. */
+function cli(args) {
+  const r = run(CLI, ['chat', '--bundle', BUNDLE, '--ids', '--max-tokens', String(MAX_TOKENS), ...args]);
+  const idsLine = r.stderr.split('\n').find((l) => l.startsWith('ids:'));
+  assert.ok(idsLine, `the CLI printed no ids: ${r.stderr}`);
+  const ids = idsLine.slice(4).trim().split(/\s+/).filter(Boolean).map(Number);
+  const heard = /^\(heard\) (.*)$/m.exec(r.stdout + r.stderr)?.[1] ?? null;
+  return { ids, heard };
+}
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  return r;
+}
+
+function newProfile() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jnana-chromium-'));
+  profiles.push(dir);
+  return dir;
+}
+
+const appUrl = () => `${server.origin}/app/?manifest=${encodeURIComponent(`${server.origin}/bundles/${bundleName}/manifest.json`)}`;
+const weightRequests = () => server.requestsTo('/bundles/').filter((r) => !r.path.endsWith('/manifest.json'));
+
+before(async () => {
+  server = await serve({ '/app/': DIST, '/bundles/': path.dirname(BUNDLE) + '/' });
+});
+
+after(async () => {
+  await server?.close();
+  for (const p of profiles) fs.rmSync(p, { recursive: true, force: true });
+});
+
+const profile = newProfile();
+
+test('first visit: the model panel shows the bundle, Download fetches it (resuming a dropped connection) and loads it', async () => {
+  const { context, page } = await launch(profile);
+  try {
+    await page.goto(appUrl());
+    await byTestId(page, 'download').waitFor();
+    // Every file of the manifest is listed with its size before anything is downloaded.
+    const rows = await page.locator('table.files tbody tr').allInnerTexts();
+    assert.equal(rows.length, manifestFiles.length, rows.join('\n'));
+    for (const f of manifestFiles) assert.ok(rows.some((r) => r.includes(f.name)), `${f.name} is listed`);
+    assert.match(await page.locator('.total').innerText(), /Total download: \d/);
+    assert.equal(weightRequests().length, 0, 'nothing but the manifest is fetched before Download');
+    await page.screenshot({ path: path.join(ARTIFACTS, '1-empty.png'), fullPage: true });
+
+    // The server drops the connection 3 MB into the language model.
+    server.state.cutAfter.set('phi2.gguf', 3_000_000);
+    await byTestId(page, 'download').click();
+    await byTestId(page, 'download-progress').waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, '2-downloading.png'), fullPage: true });
+    // The user is told, and the download goes on.
+    await page.locator('.notice', { hasText: 'connection dropped while fetching phi2.gguf' }).waitFor();
+    await waitReady(page);
+
+    const phi = server.requestsTo(`/bundles/${bundleName}/phi2.gguf`);
+    assert.ok(phi.some((r) => r.cut), 'the connection was cut');
+    const resumed = phi.find((r) => r.range && /^bytes=[1-9]\d*-$/.test(r.range));
+    assert.ok(resumed, `a Range request resumed the file: ${JSON.stringify(phi)}`);
+    assert.equal(resumed.status, 206);
+    assert.match(await byTestId(page, 'backend').innerText(), /CPU/);
+  } finally {
+    await context.close();
+  }
+});
+
+test('second visit: loads from storage with zero weight requests, then answers like the native CLI', async () => {
+  server.state.requests.length = 0;
+  const { context, page } = await launch(profile);
+  try {
+    await page.goto(appUrl());
+    await waitReady(page);
+    assert.deepEqual(weightRequests(), [], 'no weight file was requested');
+
+    const newConversation = () => byTestId(page, 'new-conversation').click();
+    // Fewer tokens per answer keep the comparison quick (the settings panel is part of the app).
+    await page.getByRole('button', { name: 'Settings' }).click();
+    const maxTokens = page.getByLabel('Max new tokens');
+    await maxTokens.fill(String(MAX_TOKENS));
+    await maxTokens.press('Tab');
+    await page.getByRole('button', { name: 'Settings' }).click();
+
+    // Text only (Enter sends).
+    const question = 'What is shown in this picture?';
+    await byTestId(page, 'question').fill(question);
+    await byTestId(page, 'question').press('Enter');
+    const text = await lastAnswer(page);
+    assert.ok(text.ids.length > 0);
+    assert.deepEqual(text.ids, cli(['--text', question]).ids, 'text only: same ids as native');
+    assert.match(text.stats, /tok\/s/);
+    console.log(`  tiny bundle, text question: ${text.stats}`);
+
+    // Image only.
+    await newConversation();
+    await byTestId(page, 'image-input').setInputFiles(IMAGE);
+    await byTestId(page, 'picture').waitFor();
+    await byTestId(page, 'send').click();
+    const image = await lastAnswer(page);
+    assert.deepEqual(image.ids, cli(['--image', IMAGE]).ids, 'image only: same ids as native');
+    await page.screenshot({ path: path.join(ARTIFACTS, '3-chat-with-image.png'), fullPage: true });
+
+    // Audio only: the transcript appears (editable) before sending.
+    await newConversation();
+    await byTestId(page, 'audio-input').setInputFiles(WAV);
+    const transcript = byTestId(page, 'transcript');
+    await transcript.waitFor({ timeout: 60_000 });
+    const heard = await transcript.inputValue();
+    assert.match(heard, /colou?r .*bus/i, 'the real Whisper heard the spoken question');
+    const nativeAudio = cli(['--audio', WAV]);
+    assert.equal(heard.trim(), (nativeAudio.heard ?? '').trim(), 'the browser heard what the CLI heard');
+    await byTestId(page, 'send').click();
+    const audio = await lastAnswer(page);
+    assert.deepEqual(audio.ids, nativeAudio.ids, 'audio only: same ids as native');
+
+    // All three.
+    await newConversation();
+    await byTestId(page, 'image-input').setInputFiles(IMAGE);
+    await byTestId(page, 'audio-input').setInputFiles(WAV);
+    await transcript.waitFor({ timeout: 60_000 });
+    await byTestId(page, 'question').fill(question);
+    await byTestId(page, 'send').click();
+    const all = await lastAnswer(page);
+    assert.deepEqual(all.ids, cli(['--image', IMAGE, '--audio', WAV, '--text', question]).ids, 'image+audio+text: same ids as native');
+
+    // Stop cancels mid-answer: a long answer is asked for, and stopped once it streams.
+    await page.getByRole('button', { name: 'Settings' }).click();
+    await maxTokens.fill('1500');
+    await maxTokens.press('Tab');
+    await page.getByRole('button', { name: 'Settings' }).click();
+    await newConversation();
+    await byTestId(page, 'question').fill('Tell me a long story.');
+    await byTestId(page, 'send').click();
+    await page.waitForFunction(() => {
+      const a = [...document.querySelectorAll('[data-testid="answer"]')].pop();
+      return a && a.dataset.ids.trim().split(' ').length >= 3;
+    });
+    await byTestId(page, 'stop').click();
+    const stopped = await lastAnswer(page);
+    assert.match(stopped.stats, /stopped/, stopped.stats);
+    assert.ok(stopped.ids.length < 1500, `stopped after ${stopped.ids.length} tokens`);
+
+    // A follow-up in the same conversation works.
+    await byTestId(page, 'question').fill('And then?');
+    await byTestId(page, 'question').press('Enter');
+    const followUp = await lastAnswer(page);
+    assert.ok(followUp.ids.length > 0 && !followUp.stats.includes('stopped'), followUp.stats);
+    assert.equal(await byTestId(page, 'answer').count(), 2);
+    console.log(`  page peak memory (renderer VmHWM): ${(rendererPeakBytes() / 1e6).toFixed(0)} MB`);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a download interrupted by closing the page resumes where it stopped after a reload', async () => {
+  const { context, page } = await launch(newProfile());
+  try {
+    server.state.requests.length = 0;
+    // The speech model's response hangs after 5 MB, as on a stalled connection.
+    server.state.stallAfter.set('whisper-model.safetensors', 5_000_000);
+    await page.goto(appUrl());
+    await byTestId(page, 'download').click();
+    while (server.state.stalled.length === 0) await new Promise((r) => setTimeout(r, 100));
+    await page.waitForTimeout(1000); // the worker stores what arrived
+    await page.reload();
+    // Storage holds an incomplete bundle: the panel offers to go on.
+    await byTestId(page, 'download').click();
+    await waitReady(page);
+    const whisper = server.requestsTo(`/bundles/${bundleName}/whisper-model.safetensors`);
+    assert.ok(whisper[0].stalled, JSON.stringify(whisper));
+    const resumed = whisper.find((r) => r.range === 'bytes=5000000-');
+    assert.ok(resumed, `resumed at the stored 5 MB: ${JSON.stringify(whisper)}`);
+    // Files finished before the reload are not fetched again.
+    assert.equal(server.requestsTo(`/bundles/${bundleName}/phi2.gguf`).length, 1);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a corrupt file on the server is refused with a clear message and never kept', async () => {
+  const { context, page } = await launch(newProfile());
+  try {
+    server.state.corrupt.add('clip.safetensors');
+    await page.goto(appUrl());
+    await byTestId(page, 'download').click();
+    const error = byTestId(page, 'error');
+    await error.waitFor({ timeout: 120_000 });
+    const message = await error.innerText();
+    assert.match(message, /clip\.safetensors failed its checksum/, message);
+    assert.match(message, /deleted/, message);
+    // Storage keeps no copy of it, and the bundle is not marked complete.
+    const stored = await page.evaluate(async () => {
+      const names = [];
+      const walk = async (dir, prefix) => {
+        for await (const [name, handle] of dir.entries()) {
+          if (handle.kind === 'directory') await walk(handle, `${prefix}${name}/`);
+          else names.push(`${prefix}${name}`);
+        }
+      };
+      await walk(await navigator.storage.getDirectory(), '');
+      return names;
+    });
+    assert.ok(!stored.some((n) => n.endsWith('/clip.safetensors')), stored.join('\n'));
+    assert.ok(await byTestId(page, 'download').isVisible(), 'Download is offered again');
+
+    // Once the server is fixed, Download completes and the model loads.
+    server.state.corrupt.clear();
+    await byTestId(page, 'download').click();
+    await waitReady(page);
+  } finally {
+    server.state.corrupt.clear();
+    await context.close();
+  }
+});
