@@ -57,6 +57,7 @@ fn ask(state: AppState) {
         });
     });
     state.generating.set(true);
+    state.error.set(None);
     send(
         ToWorker::Generate {
             text,

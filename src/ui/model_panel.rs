@@ -5,13 +5,7 @@ use super::state::{now_ms, AppState, Stage};
 use crate::protocol::ToWorker;
 use leptos::prelude::*;
 
-pub fn mb(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 {
-        format!("{:.2} GB", bytes as f64 / 1e9)
-    } else {
-        format!("{:.1} MB", bytes as f64 / 1e6)
-    }
-}
+use jnana::bundle::human_bytes as mb;
 
 fn speed_and_eta(state: AppState) -> String {
     let (done, total, t0, done0) = state.progress.get();
@@ -122,11 +116,12 @@ pub fn ModelPanel() -> impl IntoView {
             }}</p>
             <Show when=move || matches!(state.stage.get(), Stage::Downloading | Stage::Paused)>
                 <div class="overall" data-testid="download-progress">
-                    <progress max=move || state.progress.get().1.unwrap_or(1).max(1) as f64
+                    <progress max=move || state.progress.get().1.or_else(total).unwrap_or(1).max(1) as f64
                         value=move || state.progress.get().0 as f64 aria-label="Total downloaded"></progress>
                     <span>{move || {
-                        let (done, total, ..) = state.progress.get();
-                        format!("{} of {} {}", mb(done), total.map(mb).unwrap_or_else(|| "?".into()), speed_and_eta(state))
+                        let (done, of, ..) = state.progress.get();
+                        let of = of.or_else(total).map(mb).unwrap_or_else(|| "?".into());
+                        format!("{} of {of} {}", mb(done), speed_and_eta(state))
                     }}</span>
                 </div>
             </Show>

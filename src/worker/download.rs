@@ -137,14 +137,6 @@ pub async fn bundle(manifest_url: &str, pause: &PauseFlag) -> Result<Outcome, St
     state.manifest_url = manifest_url.to_string();
     state.name = manifest.name.clone();
     state.complete = false;
-    storage::write_small(&dir, "manifest.json", manifest.to_json().as_bytes()).await?;
-    store::save_state(&dir, &state).await?;
-    post(&FromWorker::Manifest {
-        manifest_url: manifest_url.to_string(),
-        name: manifest.name.clone(),
-        files: crate::bridge::file_infos(&manifest),
-    });
-
     // Refuse up front what cannot fit.
     let total = manifest.files.iter().map(|f| f.size).sum::<Option<u64>>();
     if let Some(total) = total {
@@ -153,12 +145,20 @@ pub async fn bundle(manifest_url: &str, pause: &PauseFlag) -> Result<Outcome, St
         let needed = total.saturating_sub(stored);
         if info.quota > 0 && info.used + needed > info.quota {
             return Err(format!(
-                "this model needs {:.1} GB more storage but the browser allows only {:.1} GB more: free some space or delete a model",
-                needed as f64 / 1e9,
-                info.quota.saturating_sub(info.used) as f64 / 1e9
+                "this model needs {} more storage but the browser allows only {} more: free some space or delete a model",
+                jnana::bundle::human_bytes(needed),
+                jnana::bundle::human_bytes(info.quota.saturating_sub(info.used))
             ));
         }
     }
+    storage::write_small(&dir, "manifest.json", manifest.to_json().as_bytes()).await?;
+    store::save_state(&dir, &state).await?;
+    post(&FromWorker::Manifest {
+        manifest_url: manifest_url.to_string(),
+        name: manifest.name.clone(),
+        files: crate::bridge::file_infos(&manifest),
+    });
+
     storage::persist().await;
 
     let mut progress = Progress {

@@ -431,6 +431,15 @@ impl Seek for ConcatReader {
     }
 }
 
+/// A byte count for people: "840.0 MB", "1.57 GB".
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
 /// Where a `seek(to)` from `pos` in a stream of `len` bytes lands (past the end is allowed, as
 /// for files; before the start is an error).
 pub fn seek_position(pos: u64, len: u64, to: SeekFrom) -> std::io::Result<u64> {
