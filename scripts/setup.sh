@@ -22,6 +22,8 @@ command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_inst
 command -v espeak-ng >/dev/null || apt_install espeak-ng
 command -v sox >/dev/null && sox -h 2>/dev/null | grep -q mp3 || apt_install sox libsox-fmt-base libsox-fmt-mp3
 command -v npm >/dev/null || apt_install npm
+# A Vulkan adapter for the GPU engine's tests: Mesa's software lavapipe.
+[ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || apt_install mesa-vulkan-drivers libvulkan1
 
 wb_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock | head -1)
 if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$wb_version"; then

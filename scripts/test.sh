@@ -18,6 +18,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy -p jnana --target wasm32-unknown-unknown --all-targets --release -- -D warnings
 cargo clippy -p jnana-app --target wasm32-unknown-unknown --release -- -D warnings
+cargo clippy -p jnana-gpu --target wasm32-unknown-unknown --release -- -D warnings
 
 step "native tests"
 cargo test --workspace --release

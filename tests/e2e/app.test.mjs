@@ -186,6 +186,18 @@ test('second visit: loads from storage with zero weight requests, then answers l
     const followUp = await lastAnswer(page);
     assert.ok(followUp.ids.length > 0 && !followUp.stats.includes('stopped'), followUp.stats);
     assert.equal(await byTestId(page, 'answer').count(), 3);
+    // The microphone (Chromium's fake device): the meter moves while recording, and stopping
+    // hands the recording (WebAudio-decoded PCM) to Whisper; its transcript box appears.
+    await newConversation();
+    await byTestId(page, 'record').click();
+    const meter = page.getByLabel('Microphone level');
+    await meter.waitFor();
+    await page.waitForFunction(() => Number(document.querySelector('meter')?.value) > 0.01, null, { timeout: 10_000 });
+    await page.waitForTimeout(1500);
+    await byTestId(page, 'record').click();
+    await transcript.waitFor({ timeout: 60_000 });
+    assert.equal(await byTestId(page, 'error').count(), 0, 'no error');
+
     // Phone width, dark theme.
     await page.setViewportSize({ width: 390, height: 844 });
     await page.getByRole('button', { name: 'Dark mode' }).click();

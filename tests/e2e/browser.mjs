@@ -6,7 +6,9 @@ import { execFileSync } from 'node:child_process';
 
 const FLAGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream',
+  '--disable-component-update', '--disable-sync',
+  // A fake microphone (a beeping tone) that needs no permission prompt.
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
 ];
 
 /** A Chromium profile in `dir` (kept between launches, as a returning visitor's). */

@@ -1,0 +1,161 @@
+//! Adapter and device setup: the adapter's real limits are requested (not wgpu's conservative
+//! defaults, which cap storage bindings at 128 MiB — too small for Phi-2's embedding), and
+//! `shader-f16` when the adapter has it.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// What the UI and the benchmarks say about the GPU in use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    /// A software adapter (lavapipe, SwiftShader, WARP).
+    pub fallback: bool,
+    pub shader_f16: bool,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+}
+
+pub struct Gpu {
+    /// What the adapter offers; the device was asked for all of it.
+    pub adapter_limits: wgpu::Limits,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub summary: AdapterSummary,
+    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    encoder: Mutex<Option<wgpu::CommandEncoder>>,
+}
+
+impl Gpu {
+    /// The highest-performance adapter with its real limits.
+    pub async fn new() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("jnana"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        let summary = AdapterSummary {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            fallback: info.device_type == wgpu::DeviceType::Cpu,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+        };
+        Ok(Self {
+            adapter_limits: limits,
+            device,
+            queue,
+            summary,
+            pipelines: Mutex::new(HashMap::new()),
+            encoder: Mutex::new(None),
+        })
+    }
+
+    /// [`Gpu::new`], blocking (native only: a browser cannot block).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Self> {
+        pollster::block_on(Self::new())
+    }
+
+    /// The compute pipeline of `entry` in `source`, compiled once.
+    pub(crate) fn pipeline(
+        &self,
+        key: &'static str,
+        source: &str,
+        entry: &str,
+    ) -> wgpu::ComputePipeline {
+        let mut cache = self.pipelines.lock().expect("pipeline cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(key),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(key),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
+            })
+            .clone()
+    }
+
+    /// Records one dispatch of `pipeline` with `buffers` bound in order at group 0.
+    pub(crate) fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut slot = self.encoder.lock().expect("encoder");
+        let encoder = slot.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("jnana step"),
+                })
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// Submits everything recorded since the last submission.
+    pub fn submit(&self) {
+        if let Some(encoder) = self.encoder.lock().expect("encoder").take() {
+            self.queue.submit([encoder.finish()]);
+        }
+    }
+
+    /// Records a copy, in order with the recorded dispatches.
+    pub(crate) fn copy(&self, from: &wgpu::Buffer, to: &wgpu::Buffer, bytes: u64) {
+        let mut slot = self.encoder.lock().expect("encoder");
+        let encoder = slot.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("jnana step"),
+                })
+        });
+        encoder.copy_buffer_to_buffer(from, 0, to, 0, bytes);
+    }
+}

@@ -1,0 +1,19 @@
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter is available ({0}); the CPU path still works")]
+    NoAdapter(String),
+    #[error("the GPU refused to start: {0}")]
+    Device(String),
+    #[error("{what} needs {bytes} bytes in one buffer but this GPU binds at most {limit}")]
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+    #[error("reading a result back from the GPU failed: {0}")]
+    ReadBack(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,64 @@
+use crate::{Error, Gpu, GpuTensor, Result};
+
+const SHADER: &str = include_str!("linear.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+}
+
+/// `x · wᵀ + b` with `w` as `[out, in]` (PyTorch's layout); `x` is `[..., in]`.
+pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+    let (m, k) = x.rows_cols();
+    let [n, wk] = w.shape() else {
+        return Err(Error::Shape {
+            op: "linear",
+            detail: format!("weight {:?} is not a matrix", w.shape()),
+        });
+    };
+    let (n, wk) = (*n, *wk);
+    if wk != k || b.is_some_and(|b| b.elem_count() != n) {
+        return Err(Error::Shape {
+            op: "linear",
+            detail: format!(
+                "x {:?}, weight {:?}, bias {:?}",
+                x.shape(),
+                w.shape(),
+                b.map(|b| b.shape().to_vec())
+            ),
+        });
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("x has a last dimension") = n;
+    let y = gpu.zeros(&shape)?;
+    let params = gpu.uniform(&Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        has_bias: b.is_some() as u32,
+    });
+    let pipeline = gpu.pipeline("linear", SHADER, "main");
+    let groups = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1];
+    if groups[0] > 65_535 || groups[1] > 65_535 {
+        return Err(Error::Shape {
+            op: "linear",
+            detail: format!("{m}×{n} outputs exceed one dispatch"),
+        });
+    }
+    gpu.dispatch(
+        &pipeline,
+        &[
+            &x.buffer,
+            &w.buffer,
+            &b.unwrap_or(w).buffer,
+            &y.buffer,
+            &params,
+        ],
+        groups,
+    );
+    Ok(y)
+}

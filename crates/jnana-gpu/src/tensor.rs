@@ -1,0 +1,174 @@
+//! Tensors on the GPU: a storage buffer of f32 and a shape. Only what the CPU needs comes back.
+
+use crate::{Error, Gpu, Result};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use wgpu::util::DeviceExt;
+
+pub struct GpuTensor {
+    pub(crate) buffer: wgpu::Buffer,
+    shape: Vec<usize>,
+}
+
+impl GpuTensor {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn elem_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The last dimension and the number of rows before it.
+    pub(crate) fn rows_cols(&self) -> (usize, usize) {
+        let cols = self.shape.last().copied().unwrap_or(1);
+        (self.elem_count() / cols.max(1), cols)
+    }
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Gpu {
+    fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self
+            .summary
+            .max_storage_buffer_binding_size
+            .min(self.summary.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::Shape {
+                op: "upload",
+                detail: format!("{} values for shape {shape:?}", data.len()),
+            });
+        }
+        self.check_size("a tensor", (n.max(1) * 4) as u64)?;
+        // A zero-sized binding is invalid: empty tensors still get one element of storage.
+        let padded;
+        let bytes: &[u8] = if data.is_empty() {
+            padded = [0f32];
+            bytemuck::cast_slice(&padded)
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytes,
+                usage: USAGE,
+            });
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// An uninitialised (zeroed) tensor for an op's output.
+    pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        let bytes = (n.max(1) * 4) as u64;
+        self.check_size("a result", bytes)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// A small uniform buffer of an op's parameters.
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// Submits the recorded work and reads `t` back.
+    pub async fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let bytes = (t.elem_count().max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read back"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.copy(&t.buffer, &staging, bytes);
+        self.submit();
+        let mapped = Mapped::default();
+        let done = mapped.clone();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            done.finish(r.map_err(|e| e.to_string()))
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::ReadBack(e.to_string()))?;
+        mapped.await.map_err(Error::ReadBack)?;
+        let values = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::ReadBack(e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view)[..t.elem_count()].to_vec()
+        };
+        staging.unmap();
+        Ok(values)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        pollster::block_on(self.read(t))
+    }
+}
+
+/// Resolves when `map_async`'s callback has run (in the browser, from the event loop).
+#[derive(Clone, Default)]
+struct Mapped(Arc<Mutex<MapState>>);
+
+/// The callback's outcome once it ran, and who to wake then.
+type MapState = (Option<std::result::Result<(), String>>, Option<Waker>);
+
+impl Mapped {
+    fn finish(&self, r: std::result::Result<(), String>) {
+        let mut s = self.0.lock().expect("map state");
+        s.0 = Some(r);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    }
+}
+
+impl Future for Mapped {
+    type Output = std::result::Result<(), String>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.0.lock().expect("map state");
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
