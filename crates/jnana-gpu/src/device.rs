@@ -149,6 +149,17 @@ impl Gpu {
 
     /// Records a copy, in order with the recorded dispatches.
     pub(crate) fn copy(&self, from: &wgpu::Buffer, to: &wgpu::Buffer, bytes: u64) {
+        self.copy_at(from, 0, to, 0, bytes);
+    }
+
+    pub(crate) fn copy_at(
+        &self,
+        from: &wgpu::Buffer,
+        from_at: u64,
+        to: &wgpu::Buffer,
+        to_at: u64,
+        bytes: u64,
+    ) {
         let mut slot = self.encoder.lock().expect("encoder");
         let encoder = slot.get_or_insert_with(|| {
             self.device
@@ -156,6 +167,6 @@ impl Gpu {
                     label: Some("jnana step"),
                 })
         });
-        encoder.copy_buffer_to_buffer(from, 0, to, 0, bytes);
+        encoder.copy_buffer_to_buffer(from, from_at, to, to_at, bytes);
     }
 }

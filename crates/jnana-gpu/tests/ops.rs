@@ -229,3 +229,288 @@ fn bad_shapes_and_oversized_tensors_are_refused_with_a_message() {
         .to_string();
     assert!(e.contains("binds at most"), "{e}");
 }
+
+#[test]
+fn quantized_linear_matches_the_dequantized_reference() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use jnana_gpu::ops::{GgmlBlocks, QMatrix};
+    let g = gpu();
+    // (m, k, n): Phi-2 decode and a prefill chunk, CLIP/Whisper widths, a k of one q4_K block.
+    let shapes = [
+        (1, 2560, 2560),
+        (9, 2560, 96),
+        (1, 768, 3072),
+        (3, 256, 7),
+        (17, 512, 40),
+    ];
+    for (dtype, blocks) in [
+        (GgmlDType::Q8_0, GgmlBlocks::Q8_0),
+        (GgmlDType::Q4_0, GgmlBlocks::Q4_0),
+        (GgmlDType::Q4K, GgmlBlocks::Q4K),
+    ] {
+        for (i, &(m, k, n)) in shapes.iter().enumerate() {
+            let x = random(m * k, 600 + i as u64, 1.0);
+            let w = random(n * k, 700 + i as u64, 1.0);
+            let b = random(n, 800 + i as u64, 1.0);
+            let q = QTensor::quantize(&cpu(&w, &[n, k]), dtype).unwrap();
+            let reference = cpu(&x, &[m, k])
+                .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+                .unwrap()
+                .broadcast_add(&cpu(&b, &[n]))
+                .unwrap();
+            let qm = QMatrix::upload(g, blocks, &q.data().unwrap(), n, k).unwrap();
+            let y = ops::linear_q(
+                g,
+                &g.upload(&x, &[m, k]).unwrap(),
+                &qm,
+                Some(&g.upload(&b, &[n]).unwrap()),
+            )
+            .unwrap();
+            assert_eq!(y.shape(), &[m, n]);
+            let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
+            let tol = 1e-6 * k as f32 + 1e-6;
+            assert!(err <= tol, "{blocks:?} {m}×{k}·{n}: {err} > {tol}");
+        }
+    }
+    // Bytes that are not whole blocks are refused.
+    let e = QMatrix::upload(g, GgmlBlocks::Q4_0, &[0u8; 17], 1, 32)
+        .err()
+        .expect("short")
+        .to_string();
+    assert!(e.contains("17 bytes of Q4_0"), "{e}");
+}
+
+#[test]
+fn add_embedding_and_argmax() {
+    let g = gpu();
+    let a = random(1000, 1, 1.0);
+    let b = random(1000, 2, 1.0);
+    let y = ops::add(
+        g,
+        &g.upload(&a, &[10, 100]).unwrap(),
+        &g.upload(&b, &[10, 100]).unwrap(),
+    )
+    .unwrap();
+    let got = g.read_blocking(&y).unwrap();
+    assert!(got
+        .iter()
+        .zip(a.iter().zip(&b))
+        .all(|(y, (a, b))| *y == a + b));
+
+    let table = random(50 * 8, 3, 1.0);
+    let ids = [3u32, 0, 49, 3];
+    let y = ops::embedding(g, &g.upload(&table, &[50, 8]).unwrap(), &ids).unwrap();
+    let got = g.read_blocking(&y).unwrap();
+    for (r, &id) in ids.iter().enumerate() {
+        assert_eq!(
+            &got[r * 8..r * 8 + 8],
+            &table[id as usize * 8..id as usize * 8 + 8]
+        );
+    }
+    let e = ops::embedding(g, &g.upload(&table, &[50, 8]).unwrap(), &[50])
+        .err()
+        .expect("out of range")
+        .to_string();
+    assert!(e.contains("token id 50"), "{e}");
+
+    // The last row's argmax, with a tie (the lower index wins, as on the CPU).
+    let mut logits = random(3 * 51_200, 4, 1.0);
+    logits[2 * 51_200 + 777] = 9.0;
+    logits[2 * 51_200 + 40_000] = 9.0;
+    logits[10] = 20.0; // in an earlier row: ignored
+    let x = g.upload(&logits, &[3, 51_200]).unwrap();
+    assert_eq!(
+        pollster::block_on(ops::argmax_last_row(g, &x)).unwrap(),
+        777
+    );
+}
+
+#[test]
+fn rotary_matches_candles_rope_on_part_of_each_head() {
+    use jnana_gpu::ops::RotaryTables;
+    let g = gpu();
+    // Phi-2: 32 heads of 80, rotary on the first 32 dims, θ = 10 000.
+    let (heads, head_dim, rot, seq, offset) = (4, 80, 32, 5, 1000);
+    let tables = RotaryTables::new(g, rot, 10_000.0, 2048).unwrap();
+    let x = random(seq * heads * head_dim, 9, 1.0);
+    let y = ops::rotary(
+        g,
+        &g.upload(&x, &[seq, heads * head_dim]).unwrap(),
+        &tables,
+        heads,
+        offset,
+    )
+    .unwrap();
+    let got = g.read_blocking(&y).unwrap();
+    // candle: [1, heads, seq, head_dim], rope on the first `rot` dims.
+    let t = cpu(&x, &[seq, heads, head_dim])
+        .transpose(0, 1)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let inv: Vec<f32> = (0..rot / 2)
+        .map(|i| 1.0 / 10_000f32.powf((2 * i) as f32 / rot as f32))
+        .collect();
+    let pos = Tensor::arange(offset as u32, (offset + seq) as u32, &Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .reshape((seq, 1))
+        .unwrap();
+    let freqs = pos.matmul(&cpu(&inv, &[1, rot / 2])).unwrap();
+    let rotated = candle_nn::rotary_emb::rope(
+        &t.narrow(3, 0, rot).unwrap().contiguous().unwrap(),
+        &freqs.cos().unwrap(),
+        &freqs.sin().unwrap(),
+    )
+    .unwrap();
+    let reference = Tensor::cat(&[&rotated, &t.narrow(3, rot, head_dim - rot).unwrap()], 3)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let err = max_abs_diff(&got, &reference);
+    assert!(err <= 1e-5, "{err}");
+    let e = ops::rotary(
+        g,
+        &g.upload(&x, &[seq, heads * head_dim]).unwrap(),
+        &tables,
+        heads,
+        2046,
+    )
+    .err()
+    .expect("past the table")
+    .to_string();
+    assert!(e.contains("rotary"), "{e}");
+}
+
+/// softmax(q·kᵀ/√d [+ causal mask])·v on the CPU, per head.
+#[allow(clippy::too_many_arguments)]
+fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seq: usize,
+    len: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    causal: bool,
+) -> Tensor {
+    let qt = cpu(q, &[seq, heads, hd])
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let kt = cpu(k, &[len, kv_heads, hd])
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let vt = cpu(v, &[len, kv_heads, hd])
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let rep = heads / kv_heads;
+    let kt = Tensor::cat(&vec![&kt; rep], 1)
+        .unwrap()
+        .reshape((heads, len, hd))
+        .unwrap();
+    let vt = Tensor::cat(&vec![&vt; rep], 1)
+        .unwrap()
+        .reshape((heads, len, hd))
+        .unwrap();
+    let mut scores = (qt.matmul(&kt.t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap();
+    if causal {
+        let mask: Vec<f32> = (0..seq)
+            .flat_map(|i| {
+                (0..len).map(move |j| {
+                    if j <= len - seq + i {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        scores = scores.broadcast_add(&cpu(&mask, &[seq, len])).unwrap();
+    }
+    let p = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+    p.matmul(&vt)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+}
+
+#[test]
+fn attention_with_a_kv_cache_matches_the_reference() {
+    use jnana_gpu::ops::KvCache;
+    let g = gpu();
+    let (heads, hd) = (4, 80);
+    let w = heads * hd;
+    let mut cache = KvCache::new(g, 64, w).unwrap();
+    let mut all_k = Vec::new();
+    let mut all_v = Vec::new();
+    // Prefill 7 positions, then decode 3 one at a time: each step attends over everything so far.
+    for (step, seq) in [7usize, 1, 1, 1].into_iter().enumerate() {
+        let q = random(seq * w, 20 + step as u64, 1.0);
+        let k = random(seq * w, 30 + step as u64, 1.0);
+        let v = random(seq * w, 40 + step as u64, 1.0);
+        all_k.extend_from_slice(&k);
+        all_v.extend_from_slice(&v);
+        cache
+            .append(
+                g,
+                &g.upload(&k, &[seq, w]).unwrap(),
+                &g.upload(&v, &[seq, w]).unwrap(),
+            )
+            .unwrap();
+        let y = ops::attention(
+            g,
+            &g.upload(&q, &[seq, w]).unwrap(),
+            &cache.k,
+            &cache.v,
+            cache.len(),
+            heads,
+            heads,
+            true,
+        )
+        .unwrap();
+        let reference =
+            attention_reference(&q, &all_k, &all_v, seq, cache.len(), heads, heads, hd, true);
+        let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
+        assert!(err <= 1e-5, "step {step}: {err}");
+    }
+    // Full attention (encoders) with grouped key/value heads, and a long key store.
+    let (seq, len, heads, kv_heads, hd) = (50, 1500, 8, 2, 64);
+    let q = random(seq * heads * hd, 50, 1.0);
+    let k = random(len * kv_heads * hd, 51, 1.0);
+    let v = random(len * kv_heads * hd, 52, 1.0);
+    let y = ops::attention(
+        g,
+        &g.upload(&q, &[seq, heads * hd]).unwrap(),
+        &g.upload(&k, &[len, kv_heads * hd]).unwrap(),
+        &g.upload(&v, &[len, kv_heads * hd]).unwrap(),
+        len,
+        heads,
+        kv_heads,
+        false,
+    )
+    .unwrap();
+    let reference = attention_reference(&q, &k, &v, seq, len, heads, kv_heads, hd, false);
+    let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
+    assert!(err <= 1e-5, "full: {err}");
+    // Past the cache's size.
+    let big = g.upload(&random(60 * w, 1, 1.0), &[60, w]).unwrap();
+    let e = cache
+        .append(g, &big, &big)
+        .expect_err("overflow")
+        .to_string();
+    assert!(e.contains("kv cache"), "{e}");
+}

@@ -2,15 +2,6 @@ use crate::{Error, Gpu, GpuTensor, Result};
 
 const SHADER: &str = include_str!("linear.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-}
-
 /// `x · wᵀ + b` with `w` as `[out, in]` (PyTorch's layout); `x` is `[..., in]`.
 pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
     let (m, k) = x.rows_cols();
@@ -35,7 +26,7 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("x has a last dimension") = n;
     let y = gpu.zeros(&shape)?;
-    let params = gpu.uniform(&Params {
+    let params = gpu.uniform(&super::MatmulParams {
         m: m as u32,
         n: n as u32,
         k: k as u32,

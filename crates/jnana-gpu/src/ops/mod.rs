@@ -1,13 +1,25 @@
 //! One op per file, its WGSL kernel beside it.
 
 mod activation;
+mod add;
+mod argmax;
+mod attention;
+mod embedding;
 mod layer_norm;
 mod linear;
+mod linear_q;
+mod rotary;
 mod softmax;
 
 pub use activation::{activation, Activation};
+pub use add::add;
+pub use argmax::argmax_last_row;
+pub use attention::{attention, KvCache, MAX_KEYS};
+pub use embedding::embedding;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use linear_q::{linear_q, GgmlBlocks, QMatrix};
+pub use rotary::{rotary, RotaryTables};
 pub use softmax::softmax_last_dim;
 
 /// Workgroups needed to cover `n` items, `per` at a time, as a 2-D grid when one dimension
@@ -19,4 +31,14 @@ pub(crate) fn grid(n: usize, per: usize) -> [u32; 3] {
     } else {
         [65_535, groups.div_ceil(65_535), 1]
     }
+}
+
+/// The uniform of the matrix products: `y[m, n] = x[m, k] · w[n, k]ᵀ (+ b)`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub has_bias: u32,
 }

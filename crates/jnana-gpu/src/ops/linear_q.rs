@@ -1,0 +1,189 @@
+//! Linear layers whose weights stay block-quantized on the GPU. GGUF blocks are rearranged once,
+//! at upload, into groups of 32 values with an f32 scale and min and word-aligned quants (GGUF's
+//! 18- and 34-byte blocks are not 4-byte aligned, and q4_K's 6-bit packed scales would cost
+//! every thread the unpacking on every token).
+
+use crate::{Error, Gpu, GpuTensor, Result};
+use half::f16;
+use wgpu::util::DeviceExt;
+
+const SHADER: &str = include_str!("linear_q.wgsl");
+
+/// A GGUF block type this op reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlBlocks {
+    Q4_0,
+    Q8_0,
+    Q4K,
+}
+
+impl GgmlBlocks {
+    fn block(self) -> (usize, usize) {
+        // (values, bytes) per block
+        match self {
+            Self::Q4_0 => (32, 18),
+            Self::Q8_0 => (32, 34),
+            Self::Q4K => (256, 144),
+        }
+    }
+
+    fn bits(self) -> u32 {
+        match self {
+            Self::Q8_0 => 8,
+            _ => 4,
+        }
+    }
+}
+
+/// A `[n, k]` weight matrix on the GPU, rearranged from GGUF blocks.
+pub struct QMatrix {
+    qs: wgpu::Buffer,
+    scale_min: wgpu::Buffer,
+    bits: u32,
+    n: usize,
+    k: usize,
+}
+
+impl QMatrix {
+    pub fn shape(&self) -> [usize; 2] {
+        [self.n, self.k]
+    }
+
+    /// Uploads `[n, k]` weights given as GGUF `blocks` (row-major, as in the file).
+    pub fn upload(gpu: &Gpu, blocks: GgmlBlocks, data: &[u8], n: usize, k: usize) -> Result<Self> {
+        let (per_block, block_bytes) = blocks.block();
+        if k % per_block != 0 || data.len() != n * k / per_block * block_bytes {
+            return Err(Error::Shape {
+                op: "linear_q",
+                detail: format!("{} bytes of {blocks:?} for [{n}, {k}]", data.len()),
+            });
+        }
+        let groups = n * k / 32;
+        let words_per_group = blocks.bits() as usize;
+        let mut qs = vec![0u32; groups * words_per_group];
+        let mut scale_min = vec![[0f32; 2]; groups];
+        let half_at = |b: &[u8], o: usize| f16::from_le_bytes([b[o], b[o + 1]]).to_f32();
+        for (bi, block) in data.chunks_exact(block_bytes).enumerate() {
+            match blocks {
+                GgmlBlocks::Q8_0 => {
+                    scale_min[bi] = [half_at(block, 0), 0.0];
+                    for (j, w) in block[2..].chunks_exact(4).enumerate() {
+                        qs[bi * 8 + j] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                    }
+                }
+                GgmlBlocks::Q4_0 => {
+                    let d = half_at(block, 0);
+                    scale_min[bi] = [d, 8.0 * d];
+                    let q = &block[2..18];
+                    let nibbles: Vec<u8> = q
+                        .iter()
+                        .map(|b| b & 0xF)
+                        .chain(q.iter().map(|b| b >> 4))
+                        .collect();
+                    pack_nibbles(&nibbles, &mut qs[bi * 4..bi * 4 + 4]);
+                }
+                GgmlBlocks::Q4K => {
+                    let (d, dmin) = (half_at(block, 0), half_at(block, 2));
+                    let scales = &block[4..16];
+                    let q = &block[16..144];
+                    for chunk in 0..4 {
+                        let bytes = &q[chunk * 32..chunk * 32 + 32];
+                        for (half, take) in [(0usize, 0u8), (1, 4)] {
+                            let sub = chunk * 2 + half;
+                            let (sc, m) = scale_min_k4(sub, scales);
+                            let g = bi * 8 + sub;
+                            scale_min[g] = [d * sc as f32, dmin * m as f32];
+                            let nibbles: Vec<u8> =
+                                bytes.iter().map(|b| (b >> take) & 0xF).collect();
+                            pack_nibbles(&nibbles, &mut qs[g * 4..g * 4 + 4]);
+                        }
+                    }
+                }
+            }
+        }
+        let buffer = |what: &str, bytes: &[u8]| -> Result<wgpu::Buffer> {
+            let limit = gpu.summary.max_storage_buffer_binding_size;
+            if bytes.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    what: what.into(),
+                    bytes: bytes.len() as u64,
+                    limit,
+                });
+            }
+            Ok(gpu
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(what),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                }))
+        };
+        Ok(Self {
+            qs: buffer("quantized weights", bytemuck::cast_slice(&qs))?,
+            scale_min: buffer("weight scales", bytemuck::cast_slice(&scale_min))?,
+            bits: blocks.bits(),
+            n,
+            k,
+        })
+    }
+}
+
+/// q4_K's eight 6-bit scales and mins, packed in 12 bytes.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// 32 nibbles, value i at bits 4·(i mod 8) of word i / 8.
+fn pack_nibbles(nibbles: &[u8], words: &mut [u32]) {
+    for (i, &v) in nibbles.iter().enumerate() {
+        words[i / 8] |= u32::from(v) << (4 * (i % 8));
+    }
+}
+
+/// `x · Wᵀ + b` with `W` quantized; activations stay f32 (no activation rounding, unlike the
+/// CPU's integer-dot kernels, so this matches the dequantized reference).
+pub fn linear_q(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+    let (m, k) = x.rows_cols();
+    if k != w.k || b.is_some_and(|b| b.elem_count() != w.n) {
+        return Err(Error::Shape {
+            op: "linear_q",
+            detail: format!("x {:?} with weight {:?}", x.shape(), w.shape()),
+        });
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("x has a last dimension") = w.n;
+    let y = gpu.zeros(&shape)?;
+    let params = gpu.uniform(&super::MatmulParams {
+        m: m as u32,
+        n: w.n as u32,
+        k: k as u32,
+        has_bias: b.is_some() as u32,
+    });
+    let (key, source) = if w.bits == 4 {
+        ("linear_q4", "const BITS: u32 = 4u;\n")
+    } else {
+        ("linear_q8", "const BITS: u32 = 8u;\n")
+    };
+    let pipeline = gpu.pipeline(key, &format!("{source}{SHADER}"), "main");
+    let groups = [w.n as u32, m.div_ceil(8) as u32, 1];
+    if groups[0] > 65_535 {
+        return Err(Error::Shape {
+            op: "linear_q",
+            detail: format!("{} output columns exceed one dispatch", w.n),
+        });
+    }
+    let bias = b.map_or(&x.buffer, |b| &b.buffer);
+    gpu.dispatch(
+        &pipeline,
+        &[&x.buffer, &w.qs, &w.scale_min, bias, &y.buffer, &params],
+        groups,
+    );
+    Ok(y)
+}
