@@ -12,8 +12,24 @@ pub enum Error {
     },
     #[error("shape mismatch in {op}: {detail}")]
     Shape { op: &'static str, detail: String },
+    #[error("preparing weights for the GPU: {0}")]
+    Weights(String),
+    #[error("the context window is full: {needed} positions needed, {limit} available")]
+    ContextFull { needed: usize, limit: usize },
     #[error("reading a result back from the GPU failed: {0}")]
     ReadBack(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Weights(e.to_string())
+    }
+}
+
+impl From<jnana::Error> for Error {
+    fn from(e: jnana::Error) -> Self {
+        Self::Weights(e.to_string())
+    }
+}

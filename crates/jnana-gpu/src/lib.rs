@@ -7,6 +7,7 @@
 
 mod device;
 mod error;
+pub mod models;
 pub mod ops;
 mod tensor;
 

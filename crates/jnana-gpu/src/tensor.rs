@@ -95,6 +95,26 @@ impl Gpu {
         })
     }
 
+    /// A copy of rows `start..start + count` of `t` (`[rows, cols]`), recorded in order.
+    pub fn rows(&self, t: &GpuTensor, start: usize, count: usize) -> Result<GpuTensor> {
+        let (rows, cols) = t.rows_cols();
+        if start + count > rows {
+            return Err(Error::Shape {
+                op: "rows",
+                detail: format!("rows {start}..{} of {rows}", start + count),
+            });
+        }
+        let out = self.zeros(&[count, cols])?;
+        self.copy_at(
+            &t.buffer,
+            (start * cols * 4) as u64,
+            &out.buffer,
+            0,
+            (count * cols * 4) as u64,
+        );
+        Ok(out)
+    }
+
     /// A small uniform buffer of an op's parameters.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
         self.device

@@ -2,19 +2,12 @@
 //! 2560, CLIP 768, Whisper base 512/tiny 384) and odd sizes. Runs on whatever adapter wgpu finds
 //! (here Mesa's lavapipe through Vulkan); no adapter is a failure, not a skip.
 
+mod common;
+use common::{gpu, max_abs_diff};
+
 use candle_core::{Device, Tensor};
 use jnana_gpu::ops::{self, Activation};
-use jnana_gpu::Gpu;
 use rand::{Rng, SeedableRng};
-use std::sync::OnceLock;
-
-fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Gpu::new_blocking()
-            .unwrap_or_else(|e| panic!("{e} (on Debian: apt-get install mesa-vulkan-drivers)"))
-    })
-}
 
 fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -23,15 +16,6 @@ fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 fn cpu(data: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(data, shape, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &Tensor) -> f32 {
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -304,6 +304,11 @@ impl Linear {
         self.adapter = Some(update);
     }
 
+    /// The LoRA update kept beside the weight, if any.
+    pub fn adapter(&self) -> Option<&LowRank> {
+        self.adapter.as_ref()
+    }
+
     pub fn has_adapter(&self) -> bool {
         self.adapter.is_some()
     }

@@ -248,6 +248,16 @@ impl Cache {
 }
 
 /// Everything a forward pass can report, for reference checks.
+/// One decoder layer's parameters (see [`Phi2::layer_params`]).
+pub struct LayerParams<'a> {
+    pub input_layernorm: &'a LayerNorm,
+    /// The fused q/k/v projection (rows q, then k, then v), or q, k and v.
+    pub qkv: Vec<&'a Linear>,
+    pub dense: &'a Linear,
+    pub fc1: &'a Linear,
+    pub fc2: &'a Linear,
+}
+
 pub struct Trace {
     /// `hidden_states[0]` = the input embeddings, `[i]` = output of layer `i - 1`, the last one
     /// after `final_layernorm` (as transformers reports it).
@@ -377,6 +387,31 @@ impl Phi2 {
             }
         }
         Ok(xs)
+    }
+
+    /// Every decoder layer's parameters, for another engine (the GPU one) to upload.
+    pub fn layer_params(&self) -> Vec<LayerParams<'_>> {
+        self.layers
+            .iter()
+            .map(|l| LayerParams {
+                input_layernorm: &l.input_layernorm,
+                qkv: match &l.self_attn.qkv {
+                    QkvProj::Fused(f) => vec![f],
+                    QkvProj::Split(q, k, v) => vec![q, k, v],
+                },
+                dense: &l.self_attn.dense,
+                fc1: &l.mlp.fc1,
+                fc2: &l.mlp.fc2,
+            })
+            .collect()
+    }
+
+    pub fn final_layernorm(&self) -> &LayerNorm {
+        &self.final_layernorm
+    }
+
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
     }
 
     /// The float32 weights of every linear a LoRA adapter can touch, under HF names

@@ -1,0 +1,24 @@
+//! Shared by the GPU tests.
+#![allow(dead_code)]
+
+use candle_core::Tensor;
+use jnana_gpu::Gpu;
+use std::sync::OnceLock;
+
+/// The adapter wgpu finds (here Mesa's lavapipe); no adapter fails the test, it is not skipped.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::new_blocking()
+            .unwrap_or_else(|e| panic!("{e} (on Debian: apt-get install mesa-vulkan-drivers)"))
+    })
+}
+
+pub fn max_abs_diff(a: &[f32], b: &Tensor) -> f32 {
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
