@@ -32,6 +32,56 @@ pub struct BenchArgs {
     /// Audio for the Whisper measurement (default: 30 s of synthetic sound)
     #[arg(long)]
     pub audio: Option<std::path::PathBuf>,
+    /// Where Phi-2 runs: `cpu` (candle) or `wgpu` (the GPU engine; picture and speech stay on
+    /// the CPU for now)
+    #[arg(long, default_value = "cpu")]
+    pub backend: Backend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Cpu,
+    Wgpu,
+}
+
+/// Prefill and decode speeds (tokens/s) of Phi-2 on the GPU engine, and the adapter's name.
+fn gpu_language_model(
+    phi: &jnana::models::phi2::Phi2,
+    prompt: &[u32],
+    decode_tokens: usize,
+    runs: usize,
+) -> Result<(Vec<f64>, Vec<f64>, String, f64)> {
+    let gpu = jnana_gpu::Gpu::new_blocking()?;
+    let t = Instant::now();
+    let model = jnana_gpu::models::phi2::GpuPhi2::upload(&gpu, phi)?;
+    let upload_s = t.elapsed().as_secs_f64();
+    let embed =
+        |ids: &[u32]| -> Result<Vec<f32>> { Ok(phi.embed(ids)?.flatten_all()?.to_vec1::<f32>()?) };
+    let prompt_embeds = embed(prompt)?;
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut cache = model.new_cache(&gpu)?;
+        let t = Instant::now();
+        let mut id = pollster::block_on(model.next_greedy(&gpu, &prompt_embeds, &mut cache))?;
+        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..decode_tokens {
+            id = pollster::block_on(model.next_greedy(&gpu, &embed(&[id])?, &mut cache))?;
+        }
+        decode.push(decode_tokens as f64 / t.elapsed().as_secs_f64());
+    }
+    let s = &gpu.summary;
+    Ok((
+        prefill,
+        decode,
+        format!(
+            "wgpu {} on {}{}",
+            s.backend,
+            s.name,
+            if s.fallback { " (software)" } else { "" }
+        ),
+        upload_s,
+    ))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -63,21 +113,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
         max_new_tokens: args.decode_tokens,
         ..GenerationParams::default()
     };
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut cache = phi.new_cache();
-        let t = Instant::now();
-        let mut generation =
-            Generation::start(phi, &mut cache, &embeds, &params, None, model.vocab_limit())?;
-        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        generation.next_token(phi, &mut cache)?;
-        let t = Instant::now();
-        let mut produced = 0;
-        while generation.next_token(phi, &mut cache)?.is_some() {
-            produced += 1;
+    let (prefill, decode, device, gpu_upload_s) = match args.backend {
+        Backend::Wgpu => {
+            let (p, d, name, up) = gpu_language_model(phi, &prompt, args.decode_tokens, runs)?;
+            (p, d, name, Some(up))
         }
-        decode.push(produced as f64 / t.elapsed().as_secs_f64());
-    }
+        Backend::Cpu => {
+            let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let mut cache = phi.new_cache();
+                let t = Instant::now();
+                let mut generation = Generation::start(
+                    phi,
+                    &mut cache,
+                    &embeds,
+                    &params,
+                    None,
+                    model.vocab_limit(),
+                )?;
+                prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+                generation.next_token(phi, &mut cache)?;
+                let t = Instant::now();
+                let mut produced = 0;
+                while generation.next_token(phi, &mut cache)?.is_some() {
+                    produced += 1;
+                }
+                decode.push(produced as f64 / t.elapsed().as_secs_f64());
+            }
+            (prefill, decode, format!("{:?}", model.device()), None)
+        }
+    };
     let image_ms = match &model.vision {
         None => None,
         Some(_) => {
@@ -116,7 +181,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let report = serde_json::json!({
         "bundle": args.bundle.display().to_string(),
-        "device": format!("{:?}", model.device()),
+        "device": device,
+        "gpu_upload_s": gpu_upload_s,
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "load_s": load_s,
         "prompt_tokens": prompt.len(),
@@ -139,6 +205,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         report["threads"]
     );
     println!("load              {load_s:.2} s");
+    if let Some(up) = gpu_upload_s {
+        println!("upload to GPU     {up:.2} s");
+    }
     println!(
         "prefill           {:.1} tok/s ({} tokens)",
         report["prefill_tok_per_s"].as_f64().unwrap_or(0.0),
