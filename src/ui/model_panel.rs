@@ -145,11 +145,16 @@ pub fn ModelPanel() -> impl IntoView {
                     }.into_any(),
                     Stage::Ready => view! { <span>"Ready"</span> }.into_any(),
                 }}
+                <Show when=move || {
+                    let url = state.manifest_url.get();
+                    state.stored.get().iter().any(|b| b.manifest_url == url)
+                }>
                 <button data-testid="delete" on:click=move |_| {
                     crate::ui::state::send(ToWorker::Delete { manifest_url: state.manifest_url.get_untracked() }, None, None);
                     state.files.update(|r| r.iter_mut().for_each(|f| f.done = 0));
                     state.stage.set(Stage::NeedsDownload);
                 }>"Delete from this browser"</button>
+                </Show>
             </div>
             <For each=move || state.notices.get() key=|n| n.clone() let:n>
                 <p class="notice" role="status">{n}</p>

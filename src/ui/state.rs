@@ -220,7 +220,11 @@ impl AppState {
                 send(ToWorker::Hello, None, None);
                 self.load();
             }
-            FromWorker::Paused => self.stage.set(Stage::Paused),
+            FromWorker::Paused => {
+                self.stage.set(Stage::Paused);
+                // What is stored now (partial files included) shows in the panel.
+                send(ToWorker::Hello, None, None);
+            }
             FromWorker::LoadProgress { step, steps, what } => {
                 self.load_step.set(Some((step, steps, what)))
             }
@@ -306,7 +310,10 @@ impl AppState {
                         });
                     }
                     "transcribe" => self.transcribing.set(false),
-                    "download" => self.stage.set(Stage::NeedsDownload),
+                    "download" => {
+                        self.stage.set(Stage::NeedsDownload);
+                        send(ToWorker::Hello, None, None);
+                    }
                     "load" => self.stage.set(Stage::NeedsDownload),
                     _ => {}
                 }

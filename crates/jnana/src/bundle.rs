@@ -431,12 +431,13 @@ impl Seek for ConcatReader {
     }
 }
 
-/// A byte count for people: "840.0 MB", "1.57 GB".
+/// A byte count for people: "528 B", "42.9 kB", "840.0 MB", "1.57 GB".
 pub fn human_bytes(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 {
-        format!("{:.2} GB", bytes as f64 / 1e9)
-    } else {
-        format!("{:.1} MB", bytes as f64 / 1e6)
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.2} GB", bytes as f64 / 1e9),
     }
 }
 
