@@ -115,6 +115,29 @@ impl Gpu {
         Ok(out)
     }
 
+    /// The rows of `parts` one after another (all `[_, cols]`).
+    pub fn stack_rows(&self, parts: &[&GpuTensor]) -> Result<GpuTensor> {
+        let cols = parts.first().map_or(0, |t| t.rows_cols().1);
+        if parts.iter().any(|t| t.rows_cols().1 != cols) {
+            return Err(Error::Shape {
+                op: "stack_rows",
+                detail: format!(
+                    "{:?}",
+                    parts.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>()
+                ),
+            });
+        }
+        let rows: usize = parts.iter().map(|t| t.rows_cols().0).sum();
+        let out = self.zeros(&[rows, cols])?;
+        let mut at = 0u64;
+        for t in parts {
+            let bytes = (t.elem_count() * 4) as u64;
+            self.copy_at(&t.buffer, 0, &out.buffer, at, bytes);
+            at += bytes;
+        }
+        Ok(out)
+    }
+
     /// A small uniform buffer of an op's parameters.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
         self.device

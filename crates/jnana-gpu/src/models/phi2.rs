@@ -2,35 +2,10 @@
 //! back one token id per step. Fed with input embeddings, as the CPU model (the pipeline builds
 //! them: picture rows, prompt pieces, and each generated token's embedding).
 
-use super::GpuLinear;
+use super::{activation, GpuLinear, Norm};
 use crate::ops::{self, Activation, KvCache, RotaryTables};
 use crate::{Error, Gpu, GpuTensor, Result};
 use jnana::models::phi2::{Config, Phi2};
-
-struct Norm {
-    weight: GpuTensor,
-    bias: Option<GpuTensor>,
-    eps: f32,
-}
-
-impl Norm {
-    fn upload(gpu: &Gpu, ln: &candle_nn::LayerNorm) -> Result<Self> {
-        let weight = ln.weight().to_vec1::<f32>()?;
-        let bias = match ln.bias() {
-            Some(b) => Some(gpu.upload(&b.to_vec1::<f32>()?, &[weight.len()])?),
-            None => None,
-        };
-        Ok(Self {
-            weight: gpu.upload(&weight, &[weight.len()])?,
-            bias,
-            eps: ln.eps() as f32,
-        })
-    }
-
-    fn forward(&self, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
-        ops::layer_norm(gpu, x, &self.weight, self.bias.as_ref(), self.eps)
-    }
-}
 
 struct Layer {
     input_layernorm: Norm,
@@ -74,11 +49,7 @@ impl GpuPhi2 {
     /// Uploads a loaded CPU model's parameters, layer by layer.
     pub fn upload(gpu: &Gpu, phi: &Phi2) -> Result<Self> {
         let config = phi.config().clone();
-        let act = match config.hidden_act {
-            jnana::models::activation::Activation::GeluTanh => Activation::GeluTanh,
-            jnana::models::activation::Activation::GeluErf => Activation::GeluErf,
-            jnana::models::activation::Activation::QuickGelu => Activation::QuickGelu,
-        };
+        let act = activation(config.hidden_act);
         let hd = config.head_dim();
         let q_out = config.num_attention_heads * hd;
         let kv_out = config.num_key_value_heads() * hd;

@@ -85,6 +85,15 @@ impl MultiHeadAttention {
         })
     }
 
+    /// q, k, v and out projections, for another engine to upload.
+    pub fn projections(&self) -> [&Linear; 4] {
+        [&self.q_proj, &self.k_proj, &self.v_proj, &self.out_proj]
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
     /// Keys and values of `xs`, `[batch, heads, seq, head_dim]`.
     pub fn keys_values(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
         Ok((
@@ -129,6 +138,10 @@ impl Mlp {
             fc2: vb.linear(inner, width, "fc2")?,
             act,
         })
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.act
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {

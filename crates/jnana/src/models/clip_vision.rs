@@ -158,6 +158,24 @@ impl EncoderLayer {
     }
 }
 
+/// See [`ClipVision::params`].
+pub struct ClipParams<'a> {
+    /// `[hidden, channels, patch, patch]`
+    pub patch_embedding: &'a Tensor,
+    pub class_embedding: &'a Tensor,
+    /// `[1 + patches, hidden]`
+    pub position_embedding: &'a Tensor,
+    pub pre_layrnorm: &'a LayerNorm,
+    pub layers: Vec<ClipLayerParams<'a>>,
+}
+
+pub struct ClipLayerParams<'a> {
+    pub layer_norm1: &'a LayerNorm,
+    pub self_attn: &'a MultiHeadAttention,
+    pub layer_norm2: &'a LayerNorm,
+    pub mlp: &'a Mlp,
+}
+
 /// What a vision forward reports: the selected hidden state, and optionally everything.
 pub struct VisionOutput {
     /// `[batch, 1 + patches, hidden]`: hidden_states[0] is `pre_layrnorm(embeddings)`.
@@ -247,6 +265,26 @@ impl ClipVision {
     pub fn pooled(&self, last_hidden_state: &Tensor) -> Result<Tensor> {
         let cls = last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?;
         Ok(self.post_layernorm.forward(&cls)?)
+    }
+
+    /// The parameters, for another engine (the GPU one) to upload.
+    pub fn params(&self) -> ClipParams<'_> {
+        ClipParams {
+            patch_embedding: &self.embeddings.patch_embedding,
+            class_embedding: &self.embeddings.class_embedding,
+            position_embedding: &self.embeddings.position_embedding,
+            pre_layrnorm: &self.pre_layrnorm,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| ClipLayerParams {
+                    layer_norm1: &l.layer_norm1,
+                    self_attn: &l.self_attn,
+                    layer_norm2: &l.layer_norm2,
+                    mlp: &l.mlp,
+                })
+                .collect(),
+        }
     }
 
     pub fn last_layer_index(&self) -> usize {
