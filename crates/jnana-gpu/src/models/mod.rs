@@ -4,6 +4,7 @@
 pub mod clip_vision;
 mod linear;
 pub mod phi2;
+pub mod projector;
 
 pub use linear::GpuLinear;
 

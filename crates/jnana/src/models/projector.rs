@@ -50,6 +50,11 @@ impl Projector {
         self.linear.out_features()
     }
 
+    /// `linear`, `res.pre_norm`, `res.proj.0`, `res.proj.2`, for another engine to upload.
+    pub fn params(&self) -> (&Linear, &LayerNorm, &Linear, &Linear) {
+        (&self.linear, &self.pre_norm, &self.proj_0, &self.proj_2)
+    }
+
     /// Every intermediate, for reference checks: (after_linear, after_pre_norm, projected).
     pub fn forward_trace(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let y = self.linear.forward(xs)?;
