@@ -57,6 +57,14 @@ impl Envelope {
     }
 }
 
+/// A JS exception's `message` (its debug form when it has none).
+pub fn js_message(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
 /// The page's handle on the model worker.
 pub struct ModelWorker {
     worker: web_sys::Worker,

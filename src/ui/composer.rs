@@ -71,7 +71,6 @@ fn ask(state: AppState) {
     state.draft.set(String::new());
     state.picture.set(None);
     state.transcript.set(None);
-    state.audio.set(None);
 }
 
 fn attach_picture(state: AppState, file: web_sys::File) {
@@ -103,9 +102,8 @@ fn hear(state: AppState, pcm: media::Pcm) {
     send(
         ToWorker::Transcribe { pcm: Some(info) },
         None,
-        Some(pcm.samples.clone()),
+        Some(pcm.samples),
     );
-    state.audio.set(Some(pcm));
 }
 
 /// Files the model crate decodes itself, so the browser hears exactly what the native CLI hears
@@ -245,10 +243,8 @@ pub fn Composer() -> impl IntoView {
                     <textarea data-testid="transcript" rows="2" prop:value=move || state.transcript.get().unwrap_or_default()
                         on:input=move |ev| state.transcript.set(Some(event_target_value(&ev)))></textarea>
                 </label>
-                <button class="icon" aria-label="Remove the spoken question" on:click=move |_| {
-                    state.transcript.set(None);
-                    state.audio.set(None);
-                }>"✕"</button>
+                <button class="icon" aria-label="Remove the spoken question"
+                    on:click=move |_| state.transcript.set(None)>"✕"</button>
             </Show>
             <div class="row">
                 <textarea data-testid="question" rows="2" placeholder="Ask something… (Enter sends, Shift+Enter for a new line)"

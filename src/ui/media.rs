@@ -16,10 +16,7 @@ pub struct Pcm {
 }
 
 fn js_error(e: JsValue) -> String {
-    js_sys::Reflect::get(&e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
+    crate::bridge::js_message(&e)
 }
 
 pub async fn blob_bytes(blob: &Blob) -> Result<Vec<u8>, String> {

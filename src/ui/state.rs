@@ -1,7 +1,6 @@
 //! The page's state, as signals, and how worker messages change it.
 
 use crate::protocol::{FileInfo, FromWorker, Params, StorageInfo, StoredBundle, ToWorker};
-use crate::ui::media::Pcm;
 use leptos::prelude::*;
 use std::cell::RefCell;
 
@@ -77,7 +76,6 @@ pub struct AppState {
     pub generating: RwSignal<bool>,
     pub params: RwSignal<Params>,
     pub picture: RwSignal<Option<Picture>>,
-    pub audio: RwSignal<Option<Pcm>>,
     pub transcript: RwSignal<Option<String>>,
     pub transcribing: RwSignal<bool>,
     pub draft: RwSignal<String>,
@@ -110,7 +108,6 @@ impl AppState {
             generating: RwSignal::new(false),
             params: RwSignal::new(Params::default()),
             picture: RwSignal::new(None),
-            audio: RwSignal::new(None),
             transcript: RwSignal::new(None),
             transcribing: RwSignal::new(false),
             draft: RwSignal::new(String::new()),

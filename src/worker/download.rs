@@ -3,7 +3,7 @@
 //! chunk, then checked against the manifest's sha256. A file that fails its checksum is deleted
 //! and fetched once more; storage never keeps a corrupt file marked complete.
 
-use super::{post, storage, store};
+use super::{now_ms, post, scope, storage, store};
 use crate::protocol::FromWorker;
 use jnana::bundle::{FileEntry, Manifest, Part};
 use js_sys::{Reflect, Uint8Array};
@@ -11,9 +11,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    FileSystemDirectoryHandle, Headers, Request, RequestInit, Response, WorkerGlobalScope,
-};
+use web_sys::{FileSystemDirectoryHandle, Headers, Request, RequestInit, Response};
 
 /// Attempts per file part before giving up on a flaky connection.
 const ATTEMPTS: usize = 6;
@@ -37,14 +35,6 @@ impl PauseFlag {
 pub enum Outcome {
     Complete,
     Paused,
-}
-
-fn scope() -> WorkerGlobalScope {
-    js_sys::global().unchecked_into()
-}
-
-fn now_ms() -> f64 {
-    scope().performance().map_or(0.0, |p| p.now())
 }
 
 /// `url` made absolute against the manifest's own URL.
@@ -107,28 +97,6 @@ impl Progress {
     }
 }
 
-/// The parts a file is fetched in (a whole file is one part).
-fn parts_of(entry: &FileEntry) -> Vec<(Option<usize>, Part)> {
-    if entry.parts.is_empty() {
-        vec![(
-            None,
-            Part {
-                urls: entry.urls.clone(),
-                size: entry.size.unwrap_or(0),
-                sha256: entry.sha256.clone(),
-            },
-        )]
-    } else {
-        entry
-            .parts
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, p)| (Some(i), p))
-            .collect()
-    }
-}
-
 /// Downloads every file of the manifest at `manifest_url` that storage does not hold yet.
 pub async fn bundle(manifest_url: &str, pause: &PauseFlag) -> Result<Outcome, String> {
     let manifest = manifest(manifest_url).await?;
@@ -181,7 +149,7 @@ pub async fn bundle(manifest_url: &str, pause: &PauseFlag) -> Result<Outcome, St
                     break;
                 }
                 FileOutcome::Corrupt(message) => {
-                    for (part, _) in parts_of(entry) {
+                    for (part, _) in store::parts(entry) {
                         storage::remove(&dir, &store::stored_name(&entry.name, part)).await;
                     }
                     if tries >= 2 {
@@ -217,10 +185,10 @@ async fn file(
     pause: &PauseFlag,
     progress: &mut Progress,
 ) -> Result<FileOutcome, String> {
-    let parts = parts_of(entry);
+    let parts = store::parts(entry);
     let mut file_done = 0u64;
+    // Each part is read once, for its own hash and the whole file's.
     let mut whole = sha2::Sha256::default();
-    let mut hashes = Vec::new();
     for (index, part) in &parts {
         let name = store::stored_name(&entry.name, *index);
         let handle = storage::sync_handle(&storage::file(dir, &name, true).await?).await?;
@@ -236,7 +204,7 @@ async fn file(
         .await;
         let outcome = match result {
             Ok(true) => {
-                let sha = storage::sha256(&handle);
+                let sha = storage::sha256(&handle, &mut whole);
                 let size = storage::size(&handle);
                 handle.close();
                 let (sha, size) = (sha?, size?);
@@ -254,7 +222,6 @@ async fn file(
                     }
                 }
                 file_done += size;
-                hashes.push(sha);
                 None
             }
             Ok(false) => {
@@ -270,28 +237,8 @@ async fn file(
             return Ok(o);
         }
     }
-    // A single part's hash is the file's; parts are hashed again as one stream.
-    let sha = if parts.len() == 1 {
-        hashes.pop().unwrap_or_default()
-    } else {
-        use sha2::Digest;
-        for (index, _) in &parts {
-            let handle = storage::sync_handle(
-                &storage::file(dir, &store::stored_name(&entry.name, *index), false).await?,
-            )
-            .await?;
-            let mut reader = storage::OpfsReader::new(handle)?;
-            let mut buf = vec![0u8; 4 << 20];
-            loop {
-                let n = std::io::Read::read(&mut reader, &mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                whole.update(&buf[..n]);
-            }
-        }
-        jnana::bundle::hex(&whole.finalize())
-    };
+    use sha2::Digest;
+    let sha = jnana::bundle::hex(&whole.finalize());
     if let Some(want) = &entry.sha256 {
         if !want.eq_ignore_ascii_case(&sha) {
             return Ok(FileOutcome::Corrupt(format!(

@@ -1,6 +1,6 @@
 //! The models: built from storage without touching the network, answering and transcribing.
 
-use super::{post, storage, store};
+use super::{now_ms, post, storage, store};
 use crate::protocol::{FromWorker, Params, PcmInfo};
 use jnana::bundle::{
     self, check_file, ConcatReader, FileEntry, FileProvider, LoadOptions, Manifest,
@@ -45,76 +45,57 @@ impl FileProvider for StoredFiles {
     }
 }
 
-pub fn now_ms() -> f64 {
-    let scope: web_sys::WorkerGlobalScope = wasm_bindgen::JsCast::unchecked_into(js_sys::global());
-    scope.performance().map_or(0.0, |p| p.now())
-}
-
 /// Builds the models of a stored, complete bundle (reporting `Loaded`).
 pub async fn load(manifest_url: &str) -> Result<Jnana, String> {
-    {
-        let started = now_ms();
-        let dir = store::dir(manifest_url).await?;
-        let state = store::state(&dir)
-            .await
-            .filter(|s| s.complete)
-            .ok_or_else(|| "this model is not fully downloaded yet: press Download".to_string())?;
-        let manifest = storage::read_small(&dir, "manifest.json")
-            .await
-            .ok_or("the stored manifest is missing: download the model again")?;
-        let manifest =
-            Manifest::from_json(&String::from_utf8_lossy(&manifest)).map_err(|e| e.to_string())?;
-        let mut files = HashMap::new();
-        for entry in &manifest.files {
-            let mut parts = Vec::new();
-            let names: Vec<Option<usize>> = if entry.parts.is_empty() {
-                vec![None]
-            } else {
-                (0..entry.parts.len()).map(Some).collect()
-            };
-            for part in names {
-                let name = store::stored_name(&entry.name, part);
-                let handle =
-                    storage::sync_handle(&storage::file(&dir, &name, false).await.map_err(
-                        |_| format!("{name} is missing from storage: download the model again"),
-                    )?)
-                    .await?;
-                let reader = storage::OpfsReader::new(handle)?;
-                let size = entry
-                    .parts
-                    .get(part.unwrap_or(0))
-                    .map(|p| p.size)
-                    .or(entry.size)
-                    .unwrap_or(0);
-                parts.push((reader, size));
-            }
-            files.insert(entry.name.clone(), parts);
+    let started = now_ms();
+    let dir = store::dir(manifest_url).await?;
+    let state = store::state(&dir)
+        .await
+        .filter(|s| s.complete)
+        .ok_or_else(|| "this model is not fully downloaded yet: press Download".to_string())?;
+    let manifest = storage::read_small(&dir, "manifest.json")
+        .await
+        .ok_or("the stored manifest is missing: download the model again")?;
+    let manifest =
+        Manifest::from_json(&String::from_utf8_lossy(&manifest)).map_err(|e| e.to_string())?;
+    let mut files = HashMap::new();
+    for entry in &manifest.files {
+        let mut parts = Vec::new();
+        for (part, stored) in store::parts(entry) {
+            let name = store::stored_name(&entry.name, part);
+            let handle =
+                storage::sync_handle(&storage::file(&dir, &name, false).await.map_err(|_| {
+                    format!("{name} is missing from storage: download the model again")
+                })?)
+                .await?;
+            parts.push((storage::OpfsReader::new(handle)?, stored.size));
         }
-        let mut provider = StoredFiles { files };
-        let model = bundle::load(
-            &manifest,
-            &mut provider,
-            &LoadOptions::default(),
-            &mut |p| {
-                post(&FromWorker::LoadProgress {
-                    step: p.step,
-                    steps: p.steps,
-                    what: p.what,
-                })
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        drop(provider);
-        post(&FromWorker::Loaded {
-            name: state.name,
-            backend: "CPU (WebAssembly SIMD)".into(),
-            note: backend_note(),
-            vision: model.vision.is_some(),
-            speech: model.speech.is_some(),
-            load_ms: now_ms() - started,
-        });
-        Ok(model)
+        files.insert(entry.name.clone(), parts);
     }
+    let mut provider = StoredFiles { files };
+    let model = bundle::load(
+        &manifest,
+        &mut provider,
+        &LoadOptions::default(),
+        &mut |p| {
+            post(&FromWorker::LoadProgress {
+                step: p.step,
+                steps: p.steps,
+                what: p.what,
+            })
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    drop(provider);
+    post(&FromWorker::Loaded {
+        name: state.name,
+        backend: "CPU (WebAssembly SIMD)".into(),
+        note: backend_note(),
+        vision: model.vision.is_some(),
+        speech: model.speech.is_some(),
+        load_ms: now_ms() - started,
+    });
+    Ok(model)
 }
 
 impl Engine {
@@ -160,8 +141,7 @@ fn backend_note() -> String {
 }
 
 pub fn has_webgpu() -> bool {
-    let scope: web_sys::WorkerGlobalScope = wasm_bindgen::JsCast::unchecked_into(js_sys::global());
-    js_sys::Reflect::get(&scope.navigator(), &"gpu".into())
+    js_sys::Reflect::get(&super::scope().navigator(), &"gpu".into())
         .map(|g| !g.is_undefined() && !g.is_null())
         .unwrap_or(false)
 }

@@ -28,6 +28,11 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
+/// Milliseconds on the worker's clock.
+fn now_ms() -> f64 {
+    scope().performance().map_or(0.0, |p| p.now())
+}
+
 /// Sends a message to the page.
 pub fn post(message: &FromWorker) {
     let env = Envelope {
@@ -68,15 +73,18 @@ async fn storage_report() {
     post(&FromWorker::Storage(storage::estimate().await));
 }
 
+/// What this browser offers and what storage holds.
+async fn ready_report() {
+    post(&FromWorker::Ready {
+        webgpu: engine::has_webgpu(),
+        stored: store::list().await,
+        storage: storage::estimate().await,
+    });
+}
+
 fn handle(message: ToWorker, env: Envelope) {
     match message {
-        ToWorker::Hello => wasm_bindgen_futures::spawn_local(async {
-            post(&FromWorker::Ready {
-                webgpu: engine::has_webgpu(),
-                stored: store::list().await,
-                storage: storage::estimate().await,
-            });
-        }),
+        ToWorker::Hello => wasm_bindgen_futures::spawn_local(ready_report()),
         ToWorker::Download { manifest_url } => {
             if DOWNLOADING.with(|d| d.replace(true)) {
                 return;
@@ -110,11 +118,7 @@ fn handle(message: ToWorker, env: Envelope) {
             if let Err(e) = store::delete(&manifest_url).await {
                 error("delete", e);
             }
-            post(&FromWorker::Ready {
-                webgpu: engine::has_webgpu(),
-                stored: store::list().await,
-                storage: storage::estimate().await,
-            });
+            ready_report().await;
         }),
         ToWorker::Transcribe { pcm } => {
             let audio = match pcm {
@@ -161,7 +165,7 @@ fn handle(message: ToWorker, env: Envelope) {
 }
 
 async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
-    let started = engine::now_ms();
+    let started = now_ms();
     let begun = ENGINE.with(|e| {
         let mut e = e.borrow_mut();
         let Engine {
@@ -197,7 +201,7 @@ async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
         });
         match step {
             Ok(Some(event)) => {
-                first_token.get_or_insert_with(engine::now_ms);
+                first_token.get_or_insert_with(now_ms);
                 post(&FromWorker::Token {
                     id: event.id,
                     text: event.text,
@@ -225,7 +229,7 @@ async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
             index: 0,
         });
     }
-    let end = engine::now_ms();
+    let end = now_ms();
     let first = first_token.unwrap_or(end);
     let decode_s = ((end - first) / 1000.0).max(1e-9);
     post(&FromWorker::Done {

@@ -3,6 +3,7 @@
 //! chunk as they download (resumable at any byte) and read back tensor by tensor while models
 //! load, so a multi-gigabyte file never becomes one `ArrayBuffer`.
 
+use super::scope;
 use crate::protocol::StorageInfo;
 use js_sys::{Promise, Reflect, Uint8Array};
 use sha2::{Digest, Sha256};
@@ -12,7 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     FileSystemDirectoryHandle, FileSystemFileHandle, FileSystemGetDirectoryOptions,
     FileSystemGetFileOptions, FileSystemReadWriteOptions, FileSystemRemoveOptions,
-    FileSystemSyncAccessHandle, WorkerGlobalScope,
+    FileSystemSyncAccessHandle,
 };
 
 /// A message for a storage failure, naming quota problems as such.
@@ -21,10 +22,7 @@ pub fn describe(e: &JsValue) -> String {
         .ok()
         .and_then(|n| n.as_string())
         .unwrap_or_default();
-    let message = Reflect::get(e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
-        .unwrap_or_else(|| format!("{e:?}"));
+    let message = crate::bridge::js_message(e);
     if name == "QuotaExceededError" {
         "the browser's storage quota is exceeded: free some space (or delete a model) and try again"
             .into()
@@ -37,10 +35,6 @@ pub fn describe(e: &JsValue) -> String {
 
 async fn wait(p: Promise) -> Result<JsValue, String> {
     JsFuture::from(p).await.map_err(|e| describe(&e))
-}
-
-fn scope() -> WorkerGlobalScope {
-    js_sys::global().unchecked_into()
 }
 
 pub async fn root() -> Result<FileSystemDirectoryHandle, String> {
@@ -165,7 +159,8 @@ pub async fn write_small(
 }
 
 /// sha256 of a stored file, read back in 4 MB pieces.
-pub fn sha256(handle: &FileSystemSyncAccessHandle) -> Result<String, String> {
+/// The hash of a stored part, also fed to `whole` (the hash of the file the part belongs to).
+pub fn sha256(handle: &FileSystemSyncAccessHandle, whole: &mut Sha256) -> Result<String, String> {
     let len = size(handle)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 4 << 20];
@@ -174,6 +169,7 @@ pub fn sha256(handle: &FileSystemSyncAccessHandle) -> Result<String, String> {
         let n = ((len - at) as usize).min(buf.len());
         read_at(handle, &mut buf[..n], at)?;
         hasher.update(&buf[..n]);
+        whole.update(&buf[..n]);
         at += n as u64;
     }
     Ok(jnana::bundle::hex(&hasher.finalize()))

@@ -4,6 +4,7 @@
 
 use super::storage;
 use crate::protocol::StoredBundle;
+use jnana::bundle::{FileEntry, Part};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -105,5 +106,27 @@ pub fn stored_name(file: &str, part: Option<usize>) -> String {
     match part {
         Some(i) => format!("{file}.part{i}"),
         None => file.to_string(),
+    }
+}
+
+/// The parts a file is stored in (a whole file is one part).
+pub fn parts(entry: &FileEntry) -> Vec<(Option<usize>, Part)> {
+    if entry.parts.is_empty() {
+        vec![(
+            None,
+            Part {
+                urls: entry.urls.clone(),
+                size: entry.size.unwrap_or(0),
+                sha256: entry.sha256.clone(),
+            },
+        )]
+    } else {
+        entry
+            .parts
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, p)| (Some(i), p))
+            .collect()
     }
 }

@@ -127,17 +127,23 @@ impl Gpu {
             layout: &layout,
             entries: &entries,
         });
+        self.record(|encoder| {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        });
+    }
+
+    /// Records into the open command encoder, opening one if needed.
+    fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut slot = self.encoder.lock().expect("encoder");
-        let encoder = slot.get_or_insert_with(|| {
+        f(slot.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("jnana step"),
                 })
-        });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }));
     }
 
     /// Submits everything recorded since the last submission.
@@ -160,13 +166,6 @@ impl Gpu {
         to_at: u64,
         bytes: u64,
     ) {
-        let mut slot = self.encoder.lock().expect("encoder");
-        let encoder = slot.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("jnana step"),
-                })
-        });
-        encoder.copy_buffer_to_buffer(from, from_at, to, to_at, bytes);
+        self.record(|encoder| encoder.copy_buffer_to_buffer(from, from_at, to, to_at, bytes));
     }
 }

@@ -33,7 +33,8 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
-    fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+    /// Refuses a buffer larger than one binding may be.
+    pub(crate) fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
         let limit = self
             .summary
             .max_storage_buffer_binding_size

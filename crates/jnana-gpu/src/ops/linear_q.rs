@@ -75,12 +75,8 @@ impl QMatrix {
                     let d = half_at(block, 0);
                     scale_min[bi] = [d, 8.0 * d];
                     let q = &block[2..18];
-                    let nibbles: Vec<u8> = q
-                        .iter()
-                        .map(|b| b & 0xF)
-                        .chain(q.iter().map(|b| b >> 4))
-                        .collect();
-                    pack_nibbles(&nibbles, &mut qs[bi * 4..bi * 4 + 4]);
+                    let nibbles = q.iter().map(|b| b & 0xF).chain(q.iter().map(|b| b >> 4));
+                    pack_nibbles(nibbles, &mut qs[bi * 4..bi * 4 + 4]);
                 }
                 GgmlBlocks::Q4K => {
                     let (d, dmin) = (half_at(block, 0), half_at(block, 2));
@@ -93,23 +89,15 @@ impl QMatrix {
                             let (sc, m) = scale_min_k4(sub, scales);
                             let g = bi * 8 + sub;
                             scale_min[g] = [d * sc as f32, dmin * m as f32];
-                            let nibbles: Vec<u8> =
-                                bytes.iter().map(|b| (b >> take) & 0xF).collect();
-                            pack_nibbles(&nibbles, &mut qs[g * 4..g * 4 + 4]);
+                            let nibbles = bytes.iter().map(|b| (b >> take) & 0xF);
+                            pack_nibbles(nibbles, &mut qs[g * 4..g * 4 + 4]);
                         }
                     }
                 }
             }
         }
         let buffer = |what: &str, bytes: &[u8]| -> Result<wgpu::Buffer> {
-            let limit = gpu.summary.max_storage_buffer_binding_size;
-            if bytes.len() as u64 > limit {
-                return Err(Error::TooLarge {
-                    what: what.into(),
-                    bytes: bytes.len() as u64,
-                    limit,
-                });
-            }
+            gpu.check_size(what, bytes.len() as u64)?;
             Ok(gpu
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -141,8 +129,8 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// 32 nibbles, value i at bits 4·(i mod 8) of word i / 8.
-fn pack_nibbles(nibbles: &[u8], words: &mut [u32]) {
-    for (i, &v) in nibbles.iter().enumerate() {
+fn pack_nibbles(nibbles: impl Iterator<Item = u8>, words: &mut [u32]) {
+    for (i, v) in nibbles.enumerate() {
         words[i / 8] |= u32::from(v) << (4 * (i % 8));
     }
 }
