@@ -1,7 +1,7 @@
 //! `jnana bench`: the numbers users feel, on a bundle: load time, prefill and decode speed,
 //! image encoding, peak memory.
 
-use crate::chat;
+use crate::{chat, Backend};
 use anyhow::Result;
 use jnana::generation::{Generation, GenerationParams};
 use std::time::Instant;
@@ -36,12 +36,6 @@ pub struct BenchArgs {
     /// the CPU for now)
     #[arg(long, default_value = "cpu")]
     pub backend: Backend,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    Cpu,
-    Wgpu,
 }
 
 /// Prefill and decode speeds (tokens/s) of Phi-2 on the GPU engine, and the adapter's name.

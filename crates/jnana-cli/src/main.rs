@@ -49,11 +49,23 @@ enum Command {
         /// Folders laid out like shared/fixtures/*
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+        /// Where the models run: `cpu` (candle) or `wgpu` (the GPU engine)
+        #[arg(long, default_value = "cpu")]
+        backend: Backend,
     },
     /// Transcribe speech with a Whisper model.
     Transcribe(transcribe::TranscribeArgs),
     /// Measure load time, prefill and decode speed, image encoding and peak memory.
     Bench(bench::BenchArgs),
+}
+
+/// Where the models compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// candle on the CPU
+    Cpu,
+    /// Jñāna's GPU engine on wgpu (Vulkan, Metal, DX12)
+    Wgpu,
 }
 
 fn main() -> ExitCode {
@@ -102,11 +114,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Convert(args) => convert::run(*args)?,
-        Command::Conformance { dirs } => {
+        Command::Conformance { dirs, backend } => {
+            let gpu = match backend {
+                Backend::Wgpu => Some(jnana_gpu::Gpu::new_blocking()?),
+                Backend::Cpu => None,
+            };
+            let engine: Box<dyn jnana::conformance::Engine> = match &gpu {
+                Some(gpu) => {
+                    println!("GPU: {:?}", gpu.summary);
+                    Box::new(jnana_gpu::conformance::GpuEngine { gpu })
+                }
+                None => Box::new(jnana::conformance::CpuEngine),
+            };
             let mut failed = 0;
             for dir in dirs {
-                println!("== {}", dir.display());
-                match jnana::conformance::run(&dir) {
+                println!("== {} ({})", dir.display(), engine.name());
+                match jnana::conformance::run_with(&dir, engine.as_ref()) {
                     Ok(checks) => {
                         for c in &checks {
                             println!("{c}");

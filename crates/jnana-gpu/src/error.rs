@@ -33,3 +33,9 @@ impl From<jnana::Error> for Error {
         Self::Weights(e.to_string())
     }
 }
+
+impl From<Error> for jnana::Error {
+    fn from(e: Error) -> Self {
+        Self::Engine(format!("GPU engine: {e}"))
+    }
+}

@@ -5,6 +5,8 @@
 //! Work is recorded into one command encoder and submitted when a result is read back, so a
 //! forward step is one submission.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod conformance;
 mod device;
 mod error;
 pub mod models;

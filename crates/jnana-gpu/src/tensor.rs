@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use wgpu::util::DeviceExt;
 
+/// Cloning shares the buffer (ops never write their inputs).
+#[derive(Clone)]
 pub struct GpuTensor {
     pub(crate) buffer: wgpu::Buffer,
     shape: Vec<usize>,

@@ -130,9 +130,130 @@ pub fn detect(dir: &Path) -> Result<Kind> {
     })
 }
 
-/// Runs every check that applies to `dir`.
+/// Where a check's model computations run. Every engine gets the same CPU models, loaded and
+/// configured by the same code (the GPU engine uploads them), and reports what the CPU models
+/// report.
+pub trait Engine {
+    /// What the report calls it.
+    fn name(&self) -> &'static str;
+    /// Phi-2 on `embeds` (`[1, seq, hidden]`) from an empty cache.
+    fn phi_trace(&self, phi: &Phi2, embeds: &Tensor) -> Result<phi2::Trace>;
+    /// Greedy ids after `embeds`, end-of-text included when produced (as HF returns it).
+    fn phi_greedy(
+        &self,
+        phi: &Phi2,
+        embeds: &Tensor,
+        max_new: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>>;
+    /// CLIP's hidden states `0..=index` of `[1, 3, S, S]` pixel values.
+    fn clip_trace(
+        &self,
+        clip: &ClipVision,
+        pixels: &Tensor,
+        index: usize,
+    ) -> Result<clip_vision::VisionOutput>;
+    /// The projector's `(after linear, after pre-norm, projected)`.
+    fn projector_trace(
+        &self,
+        projector: &Projector,
+        features: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)>;
+    /// Whisper's encoder on `[1, n_mels, frames]` features.
+    fn whisper_encode(&self, model: &Whisper, mel: &Tensor) -> Result<whisper::EncoderOutput>;
+    /// Decoder hidden states (`[1, ids, d_model]`) and logits (`[ids, vocab]`) of `ids` fed
+    /// from an empty state.
+    fn whisper_decode(
+        &self,
+        model: &Whisper,
+        encoder_hidden: &Tensor,
+        ids: &[u32],
+    ) -> Result<(Tensor, Tensor)>;
+    /// Whisper's greedy loop after `prefix`.
+    fn whisper_greedy(
+        &self,
+        model: &Whisper,
+        encoder_hidden: &Tensor,
+        prefix: &[u32],
+        opts: &speech::GreedyOptions,
+    ) -> Result<speech::Decoded>;
+}
+
+/// The candle CPU models themselves.
+pub struct CpuEngine;
+
+impl Engine for CpuEngine {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn phi_trace(&self, phi: &Phi2, embeds: &Tensor) -> Result<phi2::Trace> {
+        phi.forward_trace(embeds, &mut phi.new_cache())
+    }
+
+    fn phi_greedy(
+        &self,
+        phi: &Phi2,
+        embeds: &Tensor,
+        max_new: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        greedy(phi, embeds, max_new, eos)
+    }
+
+    fn clip_trace(
+        &self,
+        clip: &ClipVision,
+        pixels: &Tensor,
+        index: usize,
+    ) -> Result<clip_vision::VisionOutput> {
+        clip.forward_trace(pixels, index)
+    }
+
+    fn projector_trace(
+        &self,
+        projector: &Projector,
+        features: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        projector.forward_trace(features)
+    }
+
+    fn whisper_encode(&self, model: &Whisper, mel: &Tensor) -> Result<whisper::EncoderOutput> {
+        model.encode(mel)
+    }
+
+    fn whisper_decode(
+        &self,
+        model: &Whisper,
+        encoder_hidden: &Tensor,
+        ids: &[u32],
+    ) -> Result<(Tensor, Tensor)> {
+        let mut state = model.new_state(encoder_hidden)?;
+        let hidden = model.decode_hidden(ids, &mut state)?;
+        let mut state = model.new_state(encoder_hidden)?;
+        Ok((hidden, model.decode(ids, &mut state)?))
+    }
+
+    fn whisper_greedy(
+        &self,
+        model: &Whisper,
+        encoder_hidden: &Tensor,
+        prefix: &[u32],
+        opts: &speech::GreedyOptions,
+    ) -> Result<speech::Decoded> {
+        let mut state = model.new_state(encoder_hidden)?;
+        speech::greedy_decode(model, &mut state, prefix, opts)
+    }
+}
+
+/// Runs every check that applies to `dir` on the CPU models.
 pub fn run(dir: &Path) -> Result<Vec<Check>> {
-    let mut fx = Fixture::open(dir)?;
+    run_with(dir, &CpuEngine)
+}
+
+/// Runs every check that applies to `dir` on `engine`.
+pub fn run_with(dir: &Path, engine: &dyn Engine) -> Result<Vec<Check>> {
+    let mut fx = Fixture::open(dir, engine)?;
     match detect(dir)? {
         Kind::Phi => fx.phi()?,
         Kind::ClipVision => fx.clip()?,
@@ -153,7 +274,8 @@ pub fn run(dir: &Path) -> Result<Vec<Check>> {
     Ok(fx.checks)
 }
 
-struct Fixture {
+struct Fixture<'a> {
+    engine: &'a dyn Engine,
     dir: PathBuf,
     device: Device,
     atols: HashMap<String, f64>,
@@ -163,8 +285,8 @@ struct Fixture {
     checks: Vec<Check>,
 }
 
-impl Fixture {
-    fn open(dir: &Path) -> Result<Self> {
+impl<'a> Fixture<'a> {
+    fn open(dir: &Path, engine: &'a dyn Engine) -> Result<Self> {
         let device = Device::Cpu;
         let load = |name: &str| -> Result<HashMap<String, Tensor>> {
             let path = dir.join(name);
@@ -175,6 +297,7 @@ impl Fixture {
             }
         };
         Ok(Self {
+            engine,
             dir: dir.to_path_buf(),
             atols: std::fs::read_to_string(dir.join("README.md"))
                 .map(|r| suggested_atols(&r))
@@ -279,7 +402,7 @@ impl Fixture {
         logits_name: &str,
     ) -> Result<()> {
         let embeds = input.embeddings(phi, self)?;
-        let trace = phi.forward_trace(&embeds, &mut phi.new_cache())?;
+        let trace = self.engine.phi_trace(phi, &embeds)?;
         self.compare(
             &format!("{label} {logits_name}"),
             logits_name,
@@ -316,7 +439,7 @@ impl Fixture {
             _ => (Vec::new(), want.len()),
         };
         let embeds = input.embeddings(phi, self)?;
-        let ids = greedy(phi, &embeds, max_new, eos)?;
+        let ids = self.engine.phi_greedy(phi, &embeds, max_new, eos)?;
         let got: Vec<u32> = prefix.into_iter().chain(ids).collect();
         self.compare_ids(&format!("{label} {expected}"), &got, &want);
         Ok(())
@@ -368,7 +491,7 @@ impl Fixture {
         )?;
         let pixels = self.input("pixel_values")?.clone();
         let last = clip.last_layer_index();
-        let out = clip.forward_trace(&pixels, last)?;
+        let out = self.engine.clip_trace(&clip, &pixels, last)?;
         self.compare("clip embeddings", "embeddings", &out.embeddings)?;
         for (i, h) in out.hidden_states.iter().enumerate() {
             let name = format!("hidden_states.{i}");
@@ -425,7 +548,9 @@ impl Fixture {
             .unwrap_or(1e-5);
         let vb = Weights::new(self.source("model.safetensors")?, &self.device);
         let projector = Projector::new(&vb, eps)?;
-        let (linear, normed, out) = projector.forward_trace(self.input("image_features")?)?;
+        let (linear, normed, out) = self
+            .engine
+            .projector_trace(&projector, self.input("image_features")?)?;
         self.compare("projector after_linear", "after_linear", &linear)?;
         self.compare("projector after_pre_norm", "after_pre_norm", &normed)?;
         self.compare("projector projected", "projected", &out)
@@ -455,7 +580,10 @@ impl Fixture {
                 Arc::new(Prefixed::new("res.", self.source(block)?)),
             ]));
             let projector = Projector::new(&Weights::new(source, &self.device), eps)?;
-            let out = projector.forward_trace(self.input("image_features")?)?.2;
+            let out = self
+                .engine
+                .projector_trace(&projector, self.input("image_features")?)?
+                .2;
             self.compare(&format!("projector from {ll} + {block}"), &tensor, &out)?;
         }
         Ok(())
@@ -472,8 +600,14 @@ impl Fixture {
             .unwrap_or(1e-5);
         let projector = Projector::new(&vb.pp("mm_projector"), eps)?;
 
-        let features = clip.image_features(self.input("pixel_values")?, -1)?;
-        let image = projector.forward_trace(&features)?.2;
+        let index = clip.hidden_state_index(-1)?;
+        let state = self
+            .engine
+            .clip_trace(&clip, self.input("pixel_values")?, index)?
+            .hidden_states
+            .swap_remove(index);
+        let features = state.narrow(1, 1, state.dim(1)? - 1)?;
+        let image = self.engine.projector_trace(&projector, &features)?.2;
         let parts: Vec<PromptPart> = std::iter::once(Ok(PromptPart::Image(image)))
             .chain(
                 ["eoi_ids", "question_ids", "eoq_ids"]
@@ -489,7 +623,7 @@ impl Fixture {
         )?;
 
         let stored = self.expected("inputs_embeds")?.clone();
-        let trace = phi.forward_trace(&stored, &mut phi.new_cache())?;
+        let trace = self.engine.phi_trace(&phi, &stored)?;
         self.compare("multimodal logits", "logits", &trace.logits)?;
         let max_new = self.config["max_new_tokens"].as_u64().unwrap_or(15) as usize;
         for (name, eos_key) in [
@@ -500,7 +634,7 @@ impl Fixture {
                 continue;
             }
             let eos = self.config[eos_key].as_u64().map(|v| v as u32);
-            let ids = greedy(&phi, &embeds, max_new, eos)?;
+            let ids = self.engine.phi_greedy(&phi, &embeds, max_new, eos)?;
             let want = self.expected_ids(name)?;
             self.compare_ids(&format!("multimodal {name} (end to end)"), &ids, &want);
         }
@@ -765,7 +899,7 @@ impl Fixture {
         let source = self.source("model.safetensors")?;
         let model = Whisper::new(&cfg, &Weights::new(source, &self.device))?;
         let stored = self.expected("input_features")?.clone();
-        let encoded = model.encode(&stored)?;
+        let encoded = self.engine.whisper_encode(&model, &stored)?;
         self.compare(
             "whisper encoder_embeddings",
             "encoder_embeddings",
@@ -777,16 +911,13 @@ impl Fixture {
             &encoded.hidden,
         )?;
         let ids = ids_of(self.input("decoder_input_ids")?)?;
-        let mut state = model.new_state(&encoded.hidden)?;
-        let hidden = model.decode_hidden(&ids, &mut state)?;
+        let (hidden, logits) = self.engine.whisper_decode(&model, &encoded.hidden, &ids)?;
         self.compare(
             "whisper decoder_last_hidden_state",
             "decoder_last_hidden_state",
             &hidden,
         )?;
-        let mut state = model.new_state(&encoded.hidden)?;
-        let logits = model.decode(&ids, &mut state)?.unsqueeze(0)?;
-        self.compare("whisper logits", "logits", &logits)?;
+        self.compare("whisper logits", "logits", &logits.unsqueeze(0)?)?;
 
         let prefix = ids_of(self.input("greedy_prefix_ids")?)?;
         let want = self.expected_ids("greedy_ids")?;
@@ -798,8 +929,9 @@ impl Fixture {
             suppress_begin: cfg.begin_suppress_tokens.clone(),
             repetition_guard: true,
         };
-        let mut state = model.new_state(&encoded.hidden)?;
-        let decoded = speech::greedy_decode(&model, &mut state, &prefix, &opts)?;
+        let decoded = self
+            .engine
+            .whisper_greedy(&model, &encoded.hidden, &prefix, &opts)?;
         let mut got = prefix.clone();
         got.extend(&decoded.tokens);
         if got.len() < want.len() && want.last() == Some(&eot) {

@@ -34,6 +34,10 @@ pub enum Error {
     #[error("manifest: {0}")]
     Manifest(String),
 
+    /// Another compute engine (the GPU one) failed; its message says what happened.
+    #[error("{0}")]
+    Engine(String),
+
     /// Generation was stopped by the caller.
     #[error("cancelled")]
     Cancelled,

@@ -119,15 +119,27 @@ pub fn greedy_decode(
         .config()
         .max_target_positions
         .saturating_sub(state.len() + prompt.len());
+    greedy_loop(model.config().vocab_size, room, prompt, opts, |ids| {
+        Ok(model.decode_last(ids, state)?.to_vec1::<f32>()?)
+    })
+}
+
+/// The greedy loop of any engine: `step` feeds ids after the state it holds and returns the
+/// logits of the last one; `room` is how many tokens may still follow `prompt`.
+pub fn greedy_loop(
+    vocab: usize,
+    room: usize,
+    prompt: &[u32],
+    opts: &GreedyOptions,
+    mut step: impl FnMut(&[u32]) -> Result<Vec<f32>>,
+) -> Result<Decoded> {
     let max_new = opts.max_new_tokens.min(room);
-    let mut logits = model.decode_last(prompt, state)?;
+    let mut values = step(prompt)?;
     let mut tokens = Vec::new();
     let mut sum_logprob = 0f64;
     let mut repetition_stopped = false;
-    let vocab = model.config().vocab_size;
-    for step in 0..=max_new {
-        let mut values = logits.to_vec1::<f32>()?;
-        let banned = opts.suppress.iter().chain(if step == 0 {
+    for step_index in 0..=max_new {
+        let banned = opts.suppress.iter().chain(if step_index == 0 {
             opts.suppress_begin.iter()
         } else {
             [].iter()
@@ -138,7 +150,7 @@ pub fn greedy_decode(
             }
         }
         // Only end-of-text may follow the last allowed token.
-        if step == max_new {
+        if step_index == max_new {
             sum_logprob += log_softmax_at(&values, opts.end_of_text as usize);
             break;
         }
@@ -161,7 +173,7 @@ pub fn greedy_decode(
                 break;
             }
         }
-        logits = model.decode_last(&[next], state)?;
+        values = step(&[next])?;
     }
     Ok(Decoded {
         avg_logprob: sum_logprob / (tokens.len() + 1) as f64,

@@ -2,30 +2,18 @@
 //! on the CPU (a 224×224 picture is 49 rows of 3 072), then the pre-norm encoder layers with full
 //! attention.
 
-use super::{activation, GpuLinear, Norm};
-use crate::ops::{self, Activation};
+use super::blocks::EncoderLayer;
+use super::Norm;
+use crate::ops;
 use crate::{Error, Gpu, GpuTensor, Result};
 use jnana::models::clip_vision::ClipVision;
-
-struct Layer {
-    layer_norm1: Norm,
-    q: GpuLinear,
-    k: GpuLinear,
-    v: GpuLinear,
-    out: GpuLinear,
-    layer_norm2: Norm,
-    fc1: GpuLinear,
-    fc2: GpuLinear,
-    act: Activation,
-}
 
 pub struct GpuClipVision {
     patch: GpuTensor,
     class: GpuTensor,
     position: GpuTensor,
     pre_layrnorm: Norm,
-    layers: Vec<Layer>,
-    heads: usize,
+    layers: Vec<EncoderLayer>,
     hidden: usize,
     channels: usize,
     image: usize,
@@ -44,20 +32,7 @@ impl GpuClipVision {
         let layers = p
             .layers
             .iter()
-            .map(|l| {
-                let [q, k, v, out] = l.self_attn.projections();
-                Ok(Layer {
-                    layer_norm1: Norm::upload(gpu, l.layer_norm1)?,
-                    q: GpuLinear::upload(gpu, q)?,
-                    k: GpuLinear::upload(gpu, k)?,
-                    v: GpuLinear::upload(gpu, v)?,
-                    out: GpuLinear::upload(gpu, out)?,
-                    layer_norm2: Norm::upload(gpu, l.layer_norm2)?,
-                    fc1: GpuLinear::upload(gpu, &l.mlp.fc1)?,
-                    fc2: GpuLinear::upload(gpu, &l.mlp.fc2)?,
-                    act: activation(l.mlp.activation()),
-                })
-            })
+            .map(|l| EncoderLayer::upload(gpu, l.layer_norm1, l.self_attn, l.layer_norm2, l.mlp))
             .collect::<Result<_>>()?;
         Ok(Self {
             patch: gpu.upload(&values(p.patch_embedding)?, &[h, c * ps * ps])?,
@@ -65,10 +40,6 @@ impl GpuClipVision {
             position: gpu.upload(&values(p.position_embedding)?, &[cfg.num_patches() + 1, h])?,
             pre_layrnorm: Norm::upload(gpu, p.pre_layrnorm)?,
             layers,
-            heads: p
-                .layers
-                .first()
-                .map_or(cfg.num_attention_heads, |l| l.self_attn.heads()),
             hidden: h,
             channels: c,
             image: cfg.image_size,
@@ -98,6 +69,17 @@ impl GpuClipVision {
     /// Hidden state `index` (0 = `pre_layrnorm(embeddings)`, `layers` = the last layer's output)
     /// of one picture's pixel values (`[channels, image, image]`), `[1 + patches, hidden]`.
     pub fn hidden_state(&self, gpu: &Gpu, pixels: &[f32], index: usize) -> Result<GpuTensor> {
+        let (_, mut states) = self.forward_trace(gpu, pixels, index)?;
+        Ok(states.pop().expect("hidden state 0 is always computed"))
+    }
+
+    /// The embeddings (before `pre_layrnorm`) and hidden states `0..=index`.
+    pub fn forward_trace(
+        &self,
+        gpu: &Gpu,
+        pixels: &[f32],
+        index: usize,
+    ) -> Result<(GpuTensor, Vec<GpuTensor>)> {
         let (c, n) = (self.channels, self.image);
         if pixels.len() != c * n * n || index > self.layers.len() {
             return Err(Error::Shape {
@@ -113,27 +95,14 @@ impl GpuClipVision {
         let rows = gpu.upload(&patches, &[count, c * self.patch_size * self.patch_size])?;
         let embedded = ops::linear(gpu, &rows, &self.patch, None)?;
         let tokens = gpu.stack_rows(&[&self.class, &embedded])?;
-        let mut xs = self
-            .pre_layrnorm
-            .forward(gpu, &ops::add(gpu, &tokens, &self.position)?)?;
+        let embeddings = ops::add(gpu, &tokens, &self.position)?;
+        let mut states = vec![self.pre_layrnorm.forward(gpu, &embeddings)?];
         for layer in self.layers.iter().take(index) {
-            let normed = layer.layer_norm1.forward(gpu, &xs)?;
-            let (q, k, v) = (
-                layer.q.forward(gpu, &normed)?,
-                layer.k.forward(gpu, &normed)?,
-                layer.v.forward(gpu, &normed)?,
-            );
-            let attn = ops::attention(gpu, &q, &k, &v, count + 1, self.heads, self.heads, false)?;
-            xs = ops::add(gpu, &xs, &layer.out.forward(gpu, &attn)?)?;
-            let normed = layer.layer_norm2.forward(gpu, &xs)?;
-            let mlp = layer.fc2.forward(
-                gpu,
-                &ops::activation(gpu, &layer.fc1.forward(gpu, &normed)?, layer.act)?,
-            )?;
-            xs = ops::add(gpu, &xs, &mlp)?;
+            let next = layer.forward(gpu, states.last().expect("one state"))?;
+            states.push(next);
         }
-        debug_assert_eq!(xs.shape(), &[count + 1, self.hidden]);
-        Ok(xs)
+        debug_assert_eq!(states[index].shape(), &[count + 1, self.hidden]);
+        Ok((embeddings, states))
     }
 
     /// Patch features of hidden state `index`, class row dropped: `[patches, hidden]`.

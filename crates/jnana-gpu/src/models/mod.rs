@@ -1,10 +1,12 @@
 //! The models on the GPU engine, built from the CPU models of `jnana` (same bundle, same
 //! loaders): quantized matrices are uploaded as they are, the rest as f32.
 
+mod blocks;
 pub mod clip_vision;
 mod linear;
 pub mod phi2;
 pub mod projector;
+pub mod whisper;
 
 pub use linear::GpuLinear;
 

@@ -109,7 +109,14 @@ impl GpuPhi2 {
 
     /// The final hidden states (after the last layer, before the final norm) of `embeds`
     /// (`[seq, hidden]`, row-major), appended to `cache`.
-    fn run(&self, gpu: &Gpu, embeds: &[f32], cache: &mut GpuCache) -> Result<GpuTensor> {
+    /// With `trace`, every layer's input is kept there too.
+    fn run(
+        &self,
+        gpu: &Gpu,
+        embeds: &[f32],
+        cache: &mut GpuCache,
+        mut trace: Option<&mut Vec<GpuTensor>>,
+    ) -> Result<GpuTensor> {
         let h = self.config.hidden_size;
         if embeds.is_empty() || embeds.len() % h != 0 {
             return Err(Error::Shape {
@@ -130,6 +137,9 @@ impl GpuPhi2 {
         let kv_heads = self.config.num_key_value_heads();
         let mut xs = gpu.upload(embeds, &[seq, h])?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(xs.clone());
+            }
             let normed = layer.input_layernorm.forward(gpu, &xs)?;
             let q = ops::rotary(
                 gpu,
@@ -165,14 +175,30 @@ impl GpuPhi2 {
         embeds: &[f32],
         cache: &mut GpuCache,
     ) -> Result<GpuTensor> {
-        let hidden = self.run(gpu, embeds, cache)?;
+        let hidden = self.run(gpu, embeds, cache, None)?;
         self.lm_head
             .forward(gpu, &self.final_layernorm.forward(gpu, &hidden)?)
     }
 
+    /// Hidden states as transformers reports them (`[0]` = `embeds`, `[i]` = the output of
+    /// layer `i - 1`, the last after `final_layernorm`) and the logits of every position.
+    pub fn forward_trace(
+        &self,
+        gpu: &Gpu,
+        embeds: &[f32],
+        cache: &mut GpuCache,
+    ) -> Result<(Vec<GpuTensor>, GpuTensor)> {
+        let mut hidden_states = Vec::new();
+        let hidden = self.run(gpu, embeds, cache, Some(&mut hidden_states))?;
+        let normed = self.final_layernorm.forward(gpu, &hidden)?;
+        let logits = self.lm_head.forward(gpu, &normed)?;
+        hidden_states.push(normed);
+        Ok((hidden_states, logits))
+    }
+
     /// Logits of the last position (`[1, vocab]`), left on the GPU.
     pub fn forward(&self, gpu: &Gpu, embeds: &[f32], cache: &mut GpuCache) -> Result<GpuTensor> {
-        let hidden = self.run(gpu, embeds, cache)?;
+        let hidden = self.run(gpu, embeds, cache, None)?;
         let seq = hidden.shape()[0];
         let last = gpu.rows(&hidden, seq - 1, 1)?;
         self.lm_head

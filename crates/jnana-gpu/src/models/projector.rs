@@ -26,14 +26,23 @@ impl GpuProjector {
 
     /// `[patches, vision width]` → `[patches, text width]`.
     pub fn forward(&self, gpu: &Gpu, features: &GpuTensor) -> Result<GpuTensor> {
-        let normed = self
-            .pre_norm
-            .forward(gpu, &self.linear.forward(gpu, features)?)?;
+        Ok(self.forward_trace(gpu, features)?.2)
+    }
+
+    /// `(after linear, after pre-norm, projected)`.
+    pub fn forward_trace(
+        &self,
+        gpu: &Gpu,
+        features: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+        let linear = self.linear.forward(gpu, features)?;
+        let normed = self.pre_norm.forward(gpu, &linear)?;
         let inner = ops::activation(
             gpu,
             &self.proj_0.forward(gpu, &normed)?,
             Activation::GeluErf,
         )?;
-        ops::add(gpu, &normed, &self.proj_2.forward(gpu, &inner)?)
+        let out = ops::add(gpu, &normed, &self.proj_2.forward(gpu, &inner)?)?;
+        Ok((linear, normed, out))
     }
 }

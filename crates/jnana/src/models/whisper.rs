@@ -132,11 +132,11 @@ impl Config {
 const LN_EPS: f64 = 1e-5;
 
 #[derive(Debug, Clone)]
-struct EncoderLayer {
-    self_attn_layer_norm: LayerNorm,
-    self_attn: MultiHeadAttention,
-    final_layer_norm: LayerNorm,
-    mlp: Mlp,
+pub struct EncoderLayer {
+    pub self_attn_layer_norm: LayerNorm,
+    pub self_attn: MultiHeadAttention,
+    pub final_layer_norm: LayerNorm,
+    pub mlp: Mlp,
 }
 
 impl EncoderLayer {
@@ -166,13 +166,13 @@ impl EncoderLayer {
 }
 
 #[derive(Debug, Clone)]
-struct DecoderLayer {
-    self_attn_layer_norm: LayerNorm,
-    self_attn: MultiHeadAttention,
-    encoder_attn_layer_norm: LayerNorm,
-    encoder_attn: MultiHeadAttention,
-    final_layer_norm: LayerNorm,
-    mlp: Mlp,
+pub struct DecoderLayer {
+    pub self_attn_layer_norm: LayerNorm,
+    pub self_attn: MultiHeadAttention,
+    pub encoder_attn_layer_norm: LayerNorm,
+    pub encoder_attn: MultiHeadAttention,
+    pub final_layer_norm: LayerNorm,
+    pub mlp: Mlp,
 }
 
 impl DecoderLayer {
@@ -235,6 +235,54 @@ impl DecoderState {
     }
 }
 
+/// Decoder input embeddings of `ids` at positions `offset..`: token rows (scaled when the
+/// checkpoint asks) plus learned positions, `[ids, d_model]`. Ids outside the vocabulary and
+/// positions past the decoder's window are refused.
+pub fn decoder_embeddings(
+    config: &Config,
+    embed_tokens: &Embedding,
+    positions: &Tensor,
+    ids: &[u32],
+    offset: usize,
+) -> Result<Tensor> {
+    if ids.is_empty() || offset + ids.len() > config.max_target_positions {
+        return Err(Error::Input(format!(
+            "the decoder holds {} positions; {} + {} do not fit",
+            config.max_target_positions,
+            offset,
+            ids.len()
+        )));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+        return Err(Error::Input(format!(
+            "token id {bad} is outside Whisper's vocabulary"
+        )));
+    }
+    let tokens = embed_tokens.lookup(&Tensor::new(ids, positions.device())?)?;
+    let tokens = if config.scale_embedding {
+        (tokens * (config.d_model as f64).sqrt())?
+    } else {
+        tokens
+    };
+    Ok((tokens + positions.narrow(0, offset, ids.len())?)?)
+}
+
+/// Borrowed parameters, for engines that run the same model elsewhere (the GPU engine).
+pub struct WhisperParams<'a> {
+    /// `([d_model, in, 3], [d_model])` weight and bias of each stem convolution.
+    pub conv1: (&'a Tensor, &'a Tensor),
+    pub conv2: (&'a Tensor, &'a Tensor),
+    /// `[max_source_positions, d_model]`
+    pub encoder_positions: &'a Tensor,
+    pub encoder_layers: &'a [EncoderLayer],
+    pub encoder_layer_norm: &'a LayerNorm,
+    pub embed_tokens: &'a Embedding,
+    /// `[max_target_positions, d_model]`
+    pub decoder_positions: &'a Tensor,
+    pub decoder_layers: &'a [DecoderLayer],
+    pub decoder_layer_norm: &'a LayerNorm,
+}
+
 #[derive(Debug, Clone)]
 pub struct Whisper {
     conv1: (Tensor, Tensor),
@@ -284,6 +332,36 @@ impl Whisper {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn params(&self) -> WhisperParams<'_> {
+        WhisperParams {
+            conv1: (&self.conv1.0, &self.conv1.1),
+            conv2: (&self.conv2.0, &self.conv2.1),
+            encoder_positions: &self.encoder_positions,
+            encoder_layers: &self.encoder_layers,
+            encoder_layer_norm: &self.encoder_layer_norm,
+            embed_tokens: &self.embed_tokens,
+            decoder_positions: &self.decoder_positions,
+            decoder_layers: &self.decoder_layers,
+            decoder_layer_norm: &self.decoder_layer_norm,
+        }
+    }
+
+    /// Decoder input embeddings of `ids` at positions `offset..`, `[ids, d_model]`.
+    pub fn decoder_embeddings(&self, ids: &[u32], offset: usize) -> Result<Tensor> {
+        decoder_embeddings(
+            &self.config,
+            &self.embed_tokens,
+            &self.decoder_positions,
+            ids,
+            offset,
+        )
+    }
+
+    /// The tied output head (`x Eᵀ`).
+    pub fn output_head(&self) -> &QMatMul {
+        &self.output_head
     }
 
     pub fn device(&self) -> Device {
@@ -337,31 +415,8 @@ impl Whisper {
     /// `decoder.layer_norm`, `[1, ids, d_model]`.
     pub fn decode_hidden(&self, ids: &[u32], state: &mut DecoderState) -> Result<Tensor> {
         let offset = state.len();
-        if ids.is_empty() || offset + ids.len() > self.config.max_target_positions {
-            return Err(Error::Input(format!(
-                "the decoder holds {} positions; {} + {} do not fit",
-                self.config.max_target_positions,
-                offset,
-                ids.len()
-            )));
-        }
-        if let Some(&bad) = ids
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside Whisper's vocabulary"
-            )));
-        }
         let device = self.device();
-        let tokens = self.embed_tokens.lookup(&Tensor::new(ids, &device)?)?;
-        let tokens = if self.config.scale_embedding {
-            (tokens * (self.config.d_model as f64).sqrt())?
-        } else {
-            tokens
-        };
-        let positions = self.decoder_positions.narrow(0, offset, ids.len())?;
-        let mut xs = (tokens + positions)?.unsqueeze(0)?;
+        let mut xs = self.decoder_embeddings(ids, offset)?.unsqueeze(0)?;
         let mask = causal_mask(ids.len(), offset, &device)?;
         for ((layer, cache), cross) in self
             .decoder_layers
