@@ -40,6 +40,10 @@ pub struct ChatArgs {
     /// Dequantize GGUF weights at load and multiply in float32 (exact, more memory)
     #[arg(long)]
     pub dequantize: bool,
+    /// Where the language and vision models run: `cpu` (candle) or `wgpu` (the GPU engine;
+    /// speech stays on the CPU)
+    #[arg(long, default_value = "cpu")]
+    pub backend: crate::Backend,
 }
 
 #[derive(clap::Args, Clone)]
@@ -111,7 +115,17 @@ struct Session {
 
 pub fn run(args: ChatArgs) -> Result<()> {
     let (model, manifest) = load(&args.bundle, args.verify, args.dequantize)?;
-    let conversation = model.new_conversation();
+    let conversation = match args.backend {
+        crate::Backend::Cpu => model.new_conversation(),
+        crate::Backend::Wgpu => {
+            let gpu = std::rc::Rc::new(jnana_gpu::Gpu::new_blocking()?);
+            let models = jnana_gpu::engine::GpuModels::upload(gpu, &model, &mut |what| {
+                eprintln!("uploading the {what} to the GPU")
+            })?;
+            Conversation::with_engine(&model, Box::new(models.engine()?))
+        }
+    };
+    eprintln!("computing on: {}", conversation.engine_name());
     let mut session = Session {
         params: args.sampling.params(manifest.settings.max_new_tokens),
         print_ids: args.ids,

@@ -8,6 +8,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod conformance;
 mod device;
+pub mod engine;
 mod error;
 pub mod models;
 pub mod ops;

@@ -114,18 +114,33 @@ impl Generation {
         vocab_limit: usize,
     ) -> Result<Self> {
         let logits = model.forward(prompt, cache)?;
+        Ok(Self::from_prompt_logits(
+            logits,
+            params,
+            eos,
+            vocab_limit.min(model.config().vocab_size),
+        ))
+    }
+
+    /// A generation whose prompt another engine has fed: `logits` are its last position's.
+    pub fn from_prompt_logits(
+        logits: Tensor,
+        params: &GenerationParams,
+        eos: Option<u32>,
+        vocab_limit: usize,
+    ) -> Self {
         let finish = (params.max_new_tokens == 0).then_some(FinishReason::MaxTokens);
-        Ok(Self {
+        Self {
             sampler: LogitsProcessor::from_sampling(params.seed, params.sampling()),
             params: params.clone(),
             eos,
-            vocab_limit: vocab_limit.min(model.config().vocab_size),
+            vocab_limit,
             logits: Some(logits),
             produced: Vec::new(),
             pending: None,
             finish,
             cancel: CancelFlag::new(),
-        })
+        }
     }
 
     pub fn with_cancel(mut self, cancel: CancelFlag) -> Self {
@@ -135,6 +150,32 @@ impl Generation {
 
     /// The next answer token, or `None` once the generation has finished (see [`Self::finish`]).
     pub fn next_token(&mut self, model: &Phi2, cache: &mut Cache) -> Result<Option<u32>> {
+        let positions = cache.len();
+        crate::engine::now(self.next_token_with(
+            positions,
+            model.config().max_position_embeddings,
+            |prev| {
+                let logits = model
+                    .embed(&[prev])
+                    .and_then(|e| model.forward(&e.unsqueeze(0)?, cache));
+                std::future::ready(logits)
+            },
+        ))?
+    }
+
+    /// The next answer token from any engine: `feed` gives the model the previous token and
+    /// returns the logits after it; `positions` is what the model's cache holds now and
+    /// `max_positions` its window.
+    pub async fn next_token_with<F, Fut>(
+        &mut self,
+        positions: usize,
+        max_positions: usize,
+        feed: F,
+    ) -> Result<Option<u32>>
+    where
+        F: FnOnce(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<Tensor>>,
+    {
         if self.finish.is_some() {
             return Ok(None);
         }
@@ -145,12 +186,11 @@ impl Generation {
         let logits = match (self.logits.take(), self.pending) {
             (Some(logits), _) => logits,
             (None, Some(prev)) => {
-                if cache.len() >= model.config().max_position_embeddings {
+                if positions >= max_positions {
                     self.finish = Some(FinishReason::ContextFull);
                     return Ok(None);
                 }
-                let embeds = model.embed(&[prev])?.unsqueeze(0)?;
-                model.forward(&embeds, cache)?
+                feed(prev).await?
             }
             (None, None) => unreachable!("a generation always has logits or a pending token"),
         };

@@ -9,6 +9,7 @@ pub mod audio;
 pub mod bundle;
 pub mod conformance;
 pub mod convert;
+pub mod engine;
 pub mod error;
 pub mod generation;
 pub mod lora;

@@ -21,10 +21,11 @@
 //! longer than the window is refused with [`Error::ContextOverflow`].
 
 use crate::audio::AudioStream;
+use crate::engine::{self, CandleEngine, LanguageEngine};
 use crate::error::{Error, Result};
 use crate::generation::{CancelFlag, FinishReason, Generation, GenerationParams};
 use crate::models::clip_vision::ClipVision;
-use crate::models::phi2::{Cache, Phi2};
+use crate::models::phi2::Phi2;
 use crate::models::projector::Projector;
 use crate::preprocess::{self, PreprocessConfig};
 use crate::speech::{Transcriber, Transcript, WindowProgress};
@@ -209,13 +210,26 @@ impl Jnana {
 
     /// Decodes and encodes a picture: `[patches, hidden]` features in the language model's space.
     pub fn encode_image(&self, bytes: &[u8]) -> Result<Tensor> {
-        let vision = self.vision.as_ref().ok_or_else(|| {
+        self.encode_pixels(&self.pixel_values(bytes)?)
+    }
+
+    fn vision(&self) -> Result<&VisionStack> {
+        self.vision.as_ref().ok_or_else(|| {
             Error::Input(
                 "this model bundle has no vision model, so it cannot look at pictures".into(),
             )
-        })?;
-        let pixels = preprocess::image_to_pixel_values(bytes, &vision.preprocess, &self.device())?;
-        vision.encode_pixels(&pixels, self.format.vision_feature_layer)
+        })
+    }
+
+    /// A picture's bytes decoded and preprocessed for CLIP: `[1, 3, S, S]`.
+    pub fn pixel_values(&self, bytes: &[u8]) -> Result<Tensor> {
+        preprocess::image_to_pixel_values(bytes, &self.vision()?.preprocess, &self.device())
+    }
+
+    /// `[1, 3, S, S]` pixel values → `[patches, hidden]` features, on the CPU models.
+    pub fn encode_pixels(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.vision()?
+            .encode_pixels(pixel_values, self.format.vision_feature_layer)
     }
 
     /// `[1, n, hidden]` input embeddings of a prompt.
@@ -282,9 +296,9 @@ struct Turn {
     answer: Vec<u32>,
 }
 
-/// A multi-turn chat: its KV cache, its turns and its pictures' features.
+/// A multi-turn chat: the engine holding its KV cache, its turns and its pictures' features.
 pub struct Conversation {
-    cache: Cache,
+    engine: Box<dyn LanguageEngine>,
     turns: Vec<Turn>,
     images: HashMap<ImageKey, Tensor>,
     /// Whether the last turn's answer still needs closing with `<|endoftext|>`.
@@ -294,9 +308,16 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A conversation on the bundle's own (candle) language model.
     pub fn new(model: &Jnana) -> Self {
+        Self::with_engine(model, Box::new(CandleEngine::new(model.phi.clone())))
+    }
+
+    /// A conversation whose forward passes run on `engine` (the GPU one); embeddings, sampling
+    /// and the turn logic stay here.
+    pub fn with_engine(model: &Jnana, engine: Box<dyn LanguageEngine>) -> Self {
         Self {
-            cache: model.phi.new_cache(),
+            engine,
             turns: Vec::new(),
             images: HashMap::new(),
             open_turn: false,
@@ -316,7 +337,12 @@ impl Conversation {
 
     /// Positions the conversation occupies in the context window.
     pub fn positions(&self) -> usize {
-        self.cache.len()
+        self.engine.positions()
+    }
+
+    /// Where the language model computes ("CPU", or the GPU adapter).
+    pub fn engine_name(&self) -> String {
+        self.engine.name()
     }
 
     pub fn turns(&self) -> usize {
@@ -330,7 +356,7 @@ impl Conversation {
 
     /// Forgets everything (the UI's "new conversation").
     pub fn reset(&mut self) {
-        self.cache.clear();
+        self.engine.clear();
         self.turns.clear();
         self.images.clear();
         self.open_turn = false;
@@ -363,6 +389,16 @@ impl Conversation {
         request: &Request,
         params: &GenerationParams,
     ) -> Result<Answering> {
+        engine::now(self.begin_async(model, request, params))?
+    }
+
+    /// [`Self::begin`] for engines that answer asynchronously (the GPU engine in a browser).
+    pub async fn begin_async(
+        &mut self,
+        model: &Jnana,
+        request: &Request,
+        params: &GenerationParams,
+    ) -> Result<Answering> {
         // Speech becomes text first; silence counts as no audio at all.
         let heard = match (&request.audio, &request.transcript) {
             (Some(audio), None) => {
@@ -374,7 +410,7 @@ impl Conversation {
             transcript: request.transcript.clone().or_else(|| heard.clone()),
             ..request.clone()
         };
-        let prompt = self.build_prompt(model, &request)?;
+        let prompt = self.build_prompt(model, &request).await?;
         if prompt.is_empty() {
             return Ok(Answering {
                 generation: None,
@@ -392,22 +428,23 @@ impl Conversation {
             prompt,
             answer: Vec::new(),
         });
-        let started = self.embed_history(model).and_then(|all| {
-            let fed = self.cache.len();
+        let started = async {
+            let all = self.embed_history(model)?;
+            let fed = self.engine.positions();
             let total = all.dim(1)?;
             let fresh = all.narrow(1, fed, total - fed)?;
             self.cancel.reset();
-            let generation = Generation::start(
-                &model.phi,
-                &mut self.cache,
-                &fresh,
+            let logits = self.engine.forward(&fresh).await?;
+            let generation = Generation::from_prompt_logits(
+                logits,
                 params,
                 model.eos_token_id,
                 model.vocab_limit(),
-            )?
+            )
             .with_cancel(self.cancel.clone());
-            Ok((generation, total))
-        });
+            Ok::<_, Error>((generation, total))
+        }
+        .await;
         let (generation, prompt_positions) = match started {
             Ok(started) => started,
             Err(e) => {
@@ -430,7 +467,7 @@ impl Conversation {
     /// time.
     fn forget_failed_turn(&mut self) {
         self.turns.pop();
-        self.cache.clear();
+        self.engine.clear();
     }
 
     /// Completes the previous answer with `<|endoftext|>` in the turn record; the cache catches
@@ -443,14 +480,19 @@ impl Conversation {
         }
     }
 
-    fn build_prompt(&mut self, model: &Jnana, request: &Request) -> Result<Vec<Segment>> {
+    async fn build_prompt(&mut self, model: &Jnana, request: &Request) -> Result<Vec<Segment>> {
         let transcript = non_empty(request.transcript.as_deref());
         let text = non_empty(request.text.as_deref());
         let mut prompt = Vec::new();
         if let Some(bytes) = &request.image {
             let key: ImageKey = Sha256::digest(bytes).into();
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.images.entry(key) {
-                slot.insert(model.encode_image(bytes)?);
+            if !self.images.contains_key(&key) {
+                let pixels = model.pixel_values(bytes)?;
+                let features = match self.engine.encode_pixels(&pixels) {
+                    Some(on_engine) => on_engine.await?,
+                    None => model.encode_pixels(&pixels)?,
+                };
+                self.images.insert(key, features);
             }
             let already_in_context = self.latest_image() == Some(key);
             if !already_in_context || (transcript.is_none() && text.is_none()) {
@@ -544,7 +586,7 @@ impl Conversation {
                 }
             }
         }
-        self.cache.clear();
+        self.engine.clear();
         Ok(dropped)
     }
 
@@ -583,14 +625,33 @@ impl Answering {
         model: &Jnana,
         conversation: &mut Conversation,
     ) -> Result<Option<TokenEvent>> {
+        engine::now(self.next_async(model, conversation))?
+    }
+
+    /// [`Self::next`] for engines that answer asynchronously.
+    pub async fn next_async(
+        &mut self,
+        model: &Jnana,
+        conversation: &mut Conversation,
+    ) -> Result<Option<TokenEvent>> {
         let Some(generation) = self.generation.as_mut() else {
             return Ok(None);
         };
         if generation.finish().is_some() {
             return Ok(None);
         }
+        let engine = &mut conversation.engine;
+        let positions = engine.positions();
         let step = generation
-            .next_token(&model.phi, &mut conversation.cache)
+            .next_token_with(
+                positions,
+                model.phi.config().max_position_embeddings,
+                |prev| async move {
+                    let embeds = model.phi.embed(&[prev])?.unsqueeze(0)?;
+                    engine.forward(&embeds).await
+                },
+            )
+            .await
             .and_then(|id| match id {
                 Some(id) => Ok(Some((id, self.stream.push(&model.tokenizer, id)?))),
                 None => Ok(None),

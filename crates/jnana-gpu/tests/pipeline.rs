@@ -1,0 +1,104 @@
+//! The whole multimodal conversation with Phi-2 and the vision stack on the GPU engine: the same
+//! answers as the CPU models of the same tiny random bundle (float reference: dequantized
+//! weights), for a picture + question and a follow-up on the same cache, greedy and sampled.
+
+use jnana::bundle::{self, LoadOptions, MemoryProvider};
+use jnana::synth::{self, SynthSpec};
+use jnana::weights::QuantizedMatmul;
+use jnana::{Conversation, GenerationParams, Jnana, Request};
+use jnana_gpu::engine::GpuModels;
+use std::path::Path;
+use std::rc::Rc;
+
+fn fixture(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel)
+}
+
+fn tiny_model() -> Jnana {
+    let gpt2 = std::fs::read_to_string(fixture("tokenizers/gpt2/tokenizer.json")).unwrap();
+    let (manifest, files) = synth::synthesize(
+        &SynthSpec::tiny(),
+        &synth::phi2_tokenizer_json(&gpt2).unwrap(),
+        Some(
+            &std::fs::read_to_string(fixture("tokenizers/whisper_multilingual/tokenizer.json"))
+                .unwrap(),
+        ),
+        &|_, _, _| {},
+    )
+    .unwrap();
+    bundle::load(
+        &manifest,
+        &mut MemoryProvider::from_files(&files),
+        &LoadOptions {
+            quantized_matmul: QuantizedMatmul::Dequantize,
+            ..LoadOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+fn answers(
+    model: &Jnana,
+    conversation: &mut Conversation,
+    params: &GenerationParams,
+) -> Vec<Vec<u32>> {
+    let picture = std::fs::read(fixture("clip_vision/image.png")).unwrap();
+    let turns = [
+        Request {
+            image: Some(picture),
+            text: Some("What is in this picture?".into()),
+            ..Request::default()
+        },
+        Request {
+            text: Some("And what colour is it?".into()),
+            ..Request::default()
+        },
+    ];
+    turns
+        .iter()
+        .map(|r| {
+            conversation
+                .ask(model, r, params, |_| std::ops::ControlFlow::Continue(()))
+                .unwrap()
+                .tokens
+        })
+        .collect()
+}
+
+#[test]
+fn gpu_conversation_answers_as_the_cpu_one() {
+    let model = tiny_model();
+    let g = Rc::new(
+        jnana_gpu::Gpu::new_blocking()
+            .unwrap_or_else(|e| panic!("{e} (on Debian: apt-get install mesa-vulkan-drivers)")),
+    );
+    let models = GpuModels::upload(g, &model, &mut |_| {}).unwrap();
+    for params in [
+        GenerationParams {
+            max_new_tokens: 16,
+            ..GenerationParams::default()
+        },
+        GenerationParams {
+            max_new_tokens: 16,
+            temperature: 0.8,
+            top_p: Some(0.9),
+            seed: 7,
+            ..GenerationParams::default()
+        },
+    ] {
+        let mut on_gpu = Conversation::with_engine(&model, Box::new(models.engine().unwrap()));
+        assert!(
+            on_gpu.engine_name().starts_with("GPU"),
+            "{}",
+            on_gpu.engine_name()
+        );
+        let gpu_ids = answers(&model, &mut on_gpu, &params);
+        let cpu_ids = answers(&model, &mut model.new_conversation(), &params);
+        assert!(gpu_ids.iter().all(|a| !a.is_empty()));
+        assert_eq!(gpu_ids, cpu_ids, "temperature {}", params.temperature);
+        assert_eq!(on_gpu.encoded_images(), 1);
+    }
+}
