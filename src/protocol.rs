@@ -6,6 +6,38 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where the models compute, as the user chose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// WebGPU when the browser offers a working adapter, else the CPU.
+    #[default]
+    Auto,
+    /// WebGPU, or a clear message (and the CPU) when it cannot start.
+    Webgpu,
+    /// The CPU (WebAssembly SIMD), even where WebGPU exists.
+    Cpu,
+}
+
+impl Compute {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "webgpu" => Some(Self::Webgpu),
+            "cpu" => Some(Self::Cpu),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Webgpu => "webgpu",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
 /// Sampling settings the user can change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Params {
@@ -44,9 +76,11 @@ pub enum ToWorker {
     },
     /// Stop downloading; partial files are kept for resuming.
     Pause,
-    /// Build the models of a downloaded bundle (no network).
+    /// Build the models of a downloaded bundle (no network) and put them where `compute` says.
     Load {
         manifest_url: String,
+        #[serde(default)]
+        compute: Compute,
     },
     /// Remove a bundle from storage.
     Delete {

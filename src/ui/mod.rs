@@ -8,6 +8,7 @@ mod model_panel;
 mod settings;
 mod state;
 
+use crate::protocol::Compute;
 use leptos::prelude::*;
 use state::{AppState, Stage};
 
@@ -26,6 +27,24 @@ fn initial_manifest() -> String {
     from_query
         .or_else(|| storage()?.get_item("jnana.manifest").ok()?)
         .unwrap_or_else(|| DEFAULT_MANIFEST.to_string())
+}
+
+/// Where to compute: `?compute=auto|webgpu|cpu`, else the last choice, else automatic.
+fn initial_compute() -> Compute {
+    let from_query = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+        .and_then(|p| p.get("compute"));
+    from_query
+        .or_else(|| storage()?.get_item("jnana.compute").ok()?)
+        .and_then(|name| Compute::from_name(&name))
+        .unwrap_or_default()
+}
+
+pub fn remember_compute(compute: Compute) {
+    if let Some(s) = storage() {
+        let _ = s.set_item("jnana.compute", compute.name());
+    }
 }
 
 pub fn remember_manifest(url: &str) {
@@ -62,7 +81,7 @@ fn prefers_dark() -> bool {
 
 #[component]
 pub fn App() -> impl IntoView {
-    let state = AppState::new(initial_manifest());
+    let state = AppState::new(initial_manifest(), initial_compute());
     provide_context(state);
     state.start_worker();
     let dark = RwSignal::new(prefers_dark());

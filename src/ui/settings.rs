@@ -1,6 +1,7 @@
 //! Sampling settings.
 
-use super::state::AppState;
+use super::state::{AppState, Stage};
+use crate::protocol::Compute;
 use leptos::prelude::*;
 
 fn number<T: std::str::FromStr>(ev: &leptos::ev::Event) -> Option<T> {
@@ -28,6 +29,22 @@ pub fn Settings() -> impl IntoView {
             <label>"Seed"
                 <input type="number" min="0" prop:value=move || p.get().seed.to_string()
                     on:change=move |ev| { if let Some(v) = number::<u64>(&ev) { p.update(|p| p.seed = v) } }/>
+            </label>
+            <label>"Compute on"
+                <select data-testid="compute" on:change=move |ev| {
+                    if let Some(c) = Compute::from_name(&event_target_value(&ev)) {
+                        state.compute.set(c);
+                        super::remember_compute(c);
+                        // A loaded model moves to the chosen engine at once.
+                        if state.stage.get_untracked() == Stage::Ready && !state.generating.get_untracked() {
+                            state.load();
+                        }
+                    }
+                }>
+                    <option value="auto" selected=move || state.compute.get() == Compute::Auto>"Automatic (WebGPU when available)"</option>
+                    <option value="webgpu" selected=move || state.compute.get() == Compute::Webgpu>"WebGPU"</option>
+                    <option value="cpu" selected=move || state.compute.get() == Compute::Cpu>"CPU (WebAssembly)"</option>
+                </select>
             </label>
             <p class="hint">"The speech model is the one the model bundle names; choose another bundle (below) for another Whisper size."</p>
         </section>

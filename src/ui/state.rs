@@ -1,6 +1,6 @@
 //! The page's state, as signals, and how worker messages change it.
 
-use crate::protocol::{FileInfo, FromWorker, Params, StorageInfo, StoredBundle, ToWorker};
+use crate::protocol::{Compute, FileInfo, FromWorker, Params, StorageInfo, StoredBundle, ToWorker};
 use leptos::prelude::*;
 use std::cell::RefCell;
 
@@ -68,6 +68,7 @@ pub struct AppState {
     pub storage: RwSignal<StorageInfo>,
     pub stored: RwSignal<Vec<StoredBundle>>,
     pub backend: RwSignal<Option<(String, String)>>,
+    pub compute: RwSignal<Compute>,
     pub webgpu: RwSignal<Option<bool>>,
     pub load_step: RwSignal<Option<(usize, usize, String)>>,
     pub can_see: RwSignal<bool>,
@@ -88,7 +89,7 @@ pub fn now_ms() -> f64 {
 }
 
 impl AppState {
-    pub fn new(manifest_url: String) -> Self {
+    pub fn new(manifest_url: String, compute: Compute) -> Self {
         Self {
             manifest_url: RwSignal::new(manifest_url),
             manifest_name: RwSignal::new(String::new()),
@@ -100,6 +101,7 @@ impl AppState {
             storage: RwSignal::new(StorageInfo::default()),
             stored: RwSignal::new(Vec::new()),
             backend: RwSignal::new(None),
+            compute: RwSignal::new(compute),
             webgpu: RwSignal::new(None),
             load_step: RwSignal::new(None),
             can_see: RwSignal::new(false),
@@ -140,6 +142,7 @@ impl AppState {
         send(
             ToWorker::Load {
                 manifest_url: self.manifest_url.get_untracked(),
+                compute: self.compute.get_untracked(),
             },
             None,
             None,

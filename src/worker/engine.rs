@@ -1,22 +1,29 @@
 //! The models: built from storage without touching the network, answering and transcribing.
 
 use super::{now_ms, post, storage, store};
-use crate::protocol::{FromWorker, Params, PcmInfo};
+use crate::protocol::{Compute, FromWorker, Params, PcmInfo};
 use jnana::bundle::{
     self, check_file, ConcatReader, FileEntry, FileProvider, LoadOptions, Manifest,
 };
 use jnana::pipeline::{AudioInput, Request};
 use jnana::weights::ReadSeek;
 use jnana::{Conversation, GenerationParams, Jnana};
+use jnana_gpu::engine::GpuModels;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::rc::Rc;
 
+/// The loaded models and the conversation. An answer in progress holds the model by a shared
+/// handle and takes the conversation out while it runs (a GPU result arrives through the event
+/// loop, so the answer spans awaits).
 #[derive(Default)]
 pub struct Engine {
-    pub model: Option<Jnana>,
+    pub model: Option<Rc<Jnana>>,
     pub conversation: Option<Conversation>,
     pub manifest_url: Option<String>,
 }
+
+const CPU: &str = "CPU (WebAssembly SIMD)";
 
 /// Files opened from storage before the (synchronous) loaders run.
 struct StoredFiles {
@@ -45,8 +52,9 @@ impl FileProvider for StoredFiles {
     }
 }
 
-/// Builds the models of a stored, complete bundle (reporting `Loaded`).
-pub async fn load(manifest_url: &str) -> Result<Jnana, String> {
+/// Builds the models of a stored, complete bundle and places them where `compute` says
+/// (reporting `Loaded` with the engine and why).
+pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conversation), String> {
     let started = now_ms();
     let dir = store::dir(manifest_url).await?;
     let state = store::state(&dir)
@@ -87,21 +95,75 @@ pub async fn load(manifest_url: &str) -> Result<Jnana, String> {
     )
     .map_err(|e| e.to_string())?;
     drop(provider);
+    let (conversation, backend, note) = place(&model, compute).await;
     post(&FromWorker::Loaded {
         name: state.name,
-        backend: "CPU (WebAssembly SIMD)".into(),
-        note: backend_note(),
+        backend,
+        note,
         vision: model.vision.is_some(),
         speech: model.speech.is_some(),
         load_ms: now_ms() - started,
     });
-    Ok(model)
+    Ok((model, conversation))
+}
+
+/// A conversation on the engine the user asked for, falling back to the CPU with the reason.
+async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String) {
+    let on_cpu = |note: &str| (model.new_conversation(), CPU.to_string(), note.to_string());
+    match compute {
+        Compute::Cpu => return on_cpu("CPU chosen in the settings."),
+        Compute::Webgpu if !has_webgpu() => {
+            return on_cpu("WebGPU was chosen, but this browser has none: computing on the CPU.")
+        }
+        Compute::Auto if !has_webgpu() => {
+            return on_cpu("No WebGPU in this browser: computing on the CPU.")
+        }
+        _ => {}
+    }
+    match on_gpu(model).await {
+        Ok((conversation, summary)) => {
+            let mut note = "Language and vision models on the GPU; speech on the CPU.".to_string();
+            if summary.fallback {
+                note.push_str(" This adapter is a software renderer, so it is slow.");
+            }
+            if !summary.shader_f16 {
+                note.push_str(" No shader-f16: computing in f32.");
+            }
+            (conversation, format!("WebGPU ({})", summary.name), note)
+        }
+        Err(e) => {
+            let conversation = model.new_conversation();
+            let note = format!("WebGPU could not start ({e}); computing on the CPU.");
+            (conversation, CPU.to_string(), note)
+        }
+    }
+}
+
+async fn on_gpu(model: &Jnana) -> Result<(Conversation, jnana_gpu::AdapterSummary), String> {
+    let progress = |step, what: String| {
+        post(&FromWorker::LoadProgress {
+            step,
+            steps: 3,
+            what,
+        })
+    };
+    progress(1, "starting WebGPU".into());
+    let gpu = jnana_gpu::Gpu::new().await.map_err(|e| e.to_string())?;
+    let summary = gpu.summary.clone();
+    let mut step = 1;
+    let models = GpuModels::upload(Rc::new(gpu), model, &mut |what| {
+        step += 1;
+        progress(step, format!("uploading the {what} to the GPU"));
+    })
+    .map_err(|e| e.to_string())?;
+    let engine = models.engine().map_err(|e| e.to_string())?;
+    Ok((Conversation::with_engine(model, Box::new(engine)), summary))
 }
 
 impl Engine {
-    pub fn set(&mut self, manifest_url: &str, model: Jnana) {
-        self.conversation = Some(model.new_conversation());
-        self.model = Some(model);
+    pub fn set(&mut self, manifest_url: &str, model: Jnana, conversation: Conversation) {
+        self.conversation = Some(conversation);
+        self.model = Some(Rc::new(model));
         self.manifest_url = Some(manifest_url.to_string());
     }
 
@@ -113,7 +175,7 @@ impl Engine {
 
     pub fn model(&self) -> Result<&Jnana, String> {
         self.model
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| "no model is loaded yet".to_string())
     }
 
@@ -127,16 +189,6 @@ impl Engine {
             seconds: t.audio_seconds,
         });
         Ok(())
-    }
-}
-
-/// What to tell the user about the backend: this build computes on the CPU; say whether the
-/// browser offers WebGPU (a later engine will use it).
-fn backend_note() -> String {
-    if has_webgpu() {
-        "WebGPU is available in this browser; this version computes on the CPU.".into()
-    } else {
-        "No WebGPU in this browser: computing on the CPU.".into()
     }
 }
 

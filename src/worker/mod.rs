@@ -102,9 +102,16 @@ fn handle(message: ToWorker, env: Envelope) {
             });
         }
         ToWorker::Pause => PAUSE.with(|p| p.raise()),
-        ToWorker::Load { manifest_url } => wasm_bindgen_futures::spawn_local(async move {
-            match engine::load(&manifest_url).await {
-                Ok(model) => ENGINE.with(|e| e.borrow_mut().set(&manifest_url, model)),
+        ToWorker::Load {
+            manifest_url,
+            compute,
+        } => wasm_bindgen_futures::spawn_local(async move {
+            // The previous models go first: a bundle on the GPU is not held twice.
+            ENGINE.with(|e| e.borrow_mut().unload());
+            match engine::load(&manifest_url, compute).await {
+                Ok((model, conversation)) => {
+                    ENGINE.with(|e| e.borrow_mut().set(&manifest_url, model, conversation))
+                }
                 Err(e) => error("load", e),
             }
         }),
@@ -157,8 +164,16 @@ fn handle(message: ToWorker, env: Envelope) {
         }
         ToWorker::Cancel => CANCEL.with(|c| c.set(true)),
         ToWorker::NewConversation => ENGINE.with(|e| {
-            if let Some(c) = e.borrow_mut().conversation.as_mut() {
-                c.reset();
+            let mut e = e.borrow_mut();
+            let loaded = e.model.is_some();
+            match e.conversation.as_mut() {
+                Some(c) => c.reset(),
+                // An answer in progress holds it.
+                None if loaded => error(
+                    "new conversation",
+                    "still answering: press Stop first, then start a new conversation",
+                ),
+                None => {}
             }
         }),
     }
@@ -166,40 +181,49 @@ fn handle(message: ToWorker, env: Envelope) {
 
 async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
     let started = now_ms();
-    let begun = ENGINE.with(|e| {
+    let (model, conversation) = ENGINE.with(|e| {
         let mut e = e.borrow_mut();
-        let Engine {
-            model,
-            conversation,
-            ..
-        } = &mut *e;
-        match (model.as_ref(), conversation.as_mut()) {
-            (Some(m), Some(c)) => c.begin(m, &request, &params).map_err(|e| e.to_string()),
-            _ => Err("no model is loaded yet".to_string()),
+        (e.model.clone(), e.conversation.take())
+    });
+    let (Some(model), Some(mut conversation)) = (model, conversation) else {
+        return error("generate", "no model is loaded yet");
+    };
+    answer(&model, &mut conversation, request, params, started).await;
+    // Back in place unless the model was unloaded or replaced meanwhile.
+    ENGINE.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.model
+            .as_ref()
+            .is_some_and(|m| std::rc::Rc::ptr_eq(m, &model))
+        {
+            e.conversation = Some(conversation);
         }
     });
-    let mut answering = match begun {
+}
+
+async fn answer(
+    model: &jnana::Jnana,
+    c: &mut jnana::Conversation,
+    request: jnana::Request,
+    params: jnana::GenerationParams,
+    started: f64,
+) {
+    let on_gpu_hint = |e: jnana::Error| match e {
+        jnana::Error::Engine(m) => {
+            format!("{m}. To go on without the GPU, choose “CPU” under Settings → Compute on.")
+        }
+        other => other.to_string(),
+    };
+    let mut answering = match c.begin_async(model, &request, &params).await {
         Ok(a) => a,
-        Err(e) => return error("generate", e),
+        Err(e) => return error("generate", on_gpu_hint(e)),
     };
     let mut first_token = None;
     loop {
-        let step = ENGINE.with(|e| {
-            let mut e = e.borrow_mut();
-            let Engine {
-                model,
-                conversation,
-                ..
-            } = &mut *e;
-            let (Some(m), Some(c)) = (model.as_ref(), conversation.as_mut()) else {
-                return Err("the model was unloaded".to_string());
-            };
-            if CANCEL.with(|c| c.get()) {
-                answering.cancel();
-            }
-            answering.next(m, c).map_err(|e| e.to_string())
-        });
-        match step {
+        if CANCEL.with(|c| c.get()) {
+            answering.cancel();
+        }
+        match answering.next_async(model, c).await {
             Ok(Some(event)) => {
                 first_token.get_or_insert_with(now_ms);
                 post(&FromWorker::Token {
@@ -209,18 +233,12 @@ async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
                 });
             }
             Ok(None) => break,
-            Err(e) => return error("generate", e),
+            Err(e) => return error("generate", on_gpu_hint(e)),
         }
         // Back to the event loop, so Cancel can arrive.
         gloo_timers::future::TimeoutFuture::new(0).await;
     }
-    let answer = ENGINE.with(|e| {
-        let mut e = e.borrow_mut();
-        e.conversation.as_mut().map(|c| answering.finish(c))
-    });
-    let Some(answer) = answer else {
-        return error("generate", "the model was unloaded");
-    };
+    let answer = answering.finish(c);
     if answer.finish.is_none() {
         // The fixed reply to an empty request arrives as one piece.
         post(&FromWorker::Token {

@@ -108,6 +108,9 @@ test('second visit: loads from storage with zero weight requests, then answers l
     await page.goto(appUrl());
     await waitReady(page);
     assert.deepEqual(weightRequests(), [], 'no weight file was requested');
+    // Headless Chromium without --enable-unsafe-webgpu offers no adapter: automatic choice, CPU, and why.
+    assert.match(await byTestId(page, 'backend').innerText(), /CPU/);
+    assert.match(await byTestId(page, 'backend').getAttribute('title'), /WebGPU|GPU/);
 
     const newConversation = () => byTestId(page, 'new-conversation').click();
     // Fewer tokens per answer keep the comparison quick (the settings panel is part of the app).
@@ -204,6 +207,52 @@ test('second visit: loads from storage with zero weight requests, then answers l
     assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
     await page.screenshot({ path: path.join(ARTIFACTS, '4-phone-dark.png')  });
     console.log(`  page peak memory (renderer VmHWM): ${(rendererPeakBytes() / 1e6).toFixed(0)} MB`);
+  } finally {
+    await context.close();
+  }
+});
+
+test('WebGPU: the same profile with WebGPU enabled answers on the GPU engine with the CPU path\'s ids; CPU can be forced', async () => {
+  // --enable-unsafe-webgpu gives headless Chromium a SwiftShader adapter (no shader-f16).
+  const { context, page } = await launch(profile, ['--enable-unsafe-webgpu']);
+  try {
+    await page.goto(`${appUrl()}&compute=webgpu`);
+    await waitReady(page, 300_000);
+    const backend = byTestId(page, 'backend');
+    assert.match(await backend.innerText(), /WebGPU/, 'the badge names the engine');
+    assert.match(await backend.getAttribute('title'), /GPU.*software renderer.*shader-f16/s, 'the note says why and how');
+    await page.getByRole('button', { name: 'Settings' }).click();
+    const maxTokens = page.getByLabel('Max new tokens');
+    await maxTokens.fill(String(MAX_TOKENS));
+    await maxTokens.press('Tab');
+    await page.getByRole('button', { name: 'Settings' }).click();
+
+    const question = 'What is shown in this picture?';
+    await byTestId(page, 'question').fill(question);
+    await byTestId(page, 'send').click();
+    const text = await lastAnswer(page, 300_000);
+    assert.deepEqual(text.ids, cli(['--text', question]).ids, 'WebGPU, text: same ids as the CPU path');
+    console.log(`  WebGPU (SwiftShader), text question: ${text.stats}`);
+
+    await byTestId(page, 'new-conversation').click();
+    await byTestId(page, 'image-input').setInputFiles(IMAGE);
+    await byTestId(page, 'picture').waitFor();
+    await byTestId(page, 'question').fill(question);
+    await byTestId(page, 'send').click();
+    const picture = await lastAnswer(page, 300_000);
+    assert.deepEqual(picture.ids, cli(['--image', IMAGE, '--text', question]).ids, 'WebGPU, picture + text: same ids as the CPU path');
+    console.log(`  WebGPU (SwiftShader), picture + text: ${picture.stats}`);
+
+    // Forcing the CPU moves the loaded model there at once.
+    await page.getByRole('button', { name: 'Settings' }).click();
+    await byTestId(page, 'compute').selectOption('cpu');
+    await page.waitForFunction(() => /CPU/.test(document.querySelector('[data-testid="backend"]')?.textContent ?? ''), null, { timeout: 120_000 });
+    await waitReady(page);
+    assert.match(await backend.getAttribute('title'), /CPU chosen in the settings/);
+    await byTestId(page, 'question').fill(question);
+    await byTestId(page, 'send').click();
+    assert.deepEqual((await lastAnswer(page)).ids, text.ids, 'the CPU answers as WebGPU did');
+    assert.equal(await byTestId(page, 'error').count(), 0, 'no error');
   } finally {
     await context.close();
   }

@@ -16,7 +16,8 @@ export async function launch(dir, extraArgs = []) {
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
-    args: [...FLAGS, ...extraArgs],
+    // --disable-gpu would also take WebGPU's SwiftShader adapter away.
+    args: [...FLAGS.filter((f) => !(f === '--disable-gpu' && extraArgs.includes('--enable-unsafe-webgpu'))), ...extraArgs],
     viewport: { width: 1100, height: 900 },
   });
   const page = context.pages()[0] ?? (await context.newPage());

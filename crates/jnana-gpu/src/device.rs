@@ -53,7 +53,12 @@ impl Gpu {
             .await
             .map_err(|e| Error::Device(e.to_string()))?;
         let summary = AdapterSummary {
-            name: info.name,
+            // Browsers may hide the adapter's name.
+            name: match (info.name.is_empty(), info.device_type) {
+                (false, _) => info.name,
+                (true, wgpu::DeviceType::Cpu) => "software adapter".into(),
+                (true, _) => "unnamed adapter".into(),
+            },
             backend: format!("{:?}", info.backend),
             fallback: info.device_type == wgpu::DeviceType::Cpu,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
