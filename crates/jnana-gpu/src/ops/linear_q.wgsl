@@ -1,11 +1,12 @@
 // y[m, n] = sum_k x[m, k] * W[n, k] (+ b[n]) with W block-quantized in groups of 32 along k:
 // W = scale * q - min per group. `BITS` (prepended) is 4 (q4_0, q4_K: 8 nibbles a word) or 8
-// (q8_0: 4 signed bytes a word). One workgroup per output column and up to 8 rows; each thread
-// unpacks a group once and uses it for every row.
+// (q8_0: 4 signed bytes a word). `LANES` (prepended, a power of two ≤ 64) threads share one
+// output column, so a workgroup covers 64 / LANES columns and up to 8 rows: short rows (small
+// k) keep every thread busy, long ones split k across the lanes.
 
 struct Params { m: u32, n: u32, k: u32, has_bias: u32 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> qs: array<u32>;
 @group(0) @binding(2) var<storage, read> scale_min: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -13,59 +14,77 @@ struct Params { m: u32, n: u32, k: u32, has_bias: u32 }
 @group(0) @binding(5) var<uniform> p: Params;
 
 const WG: u32 = 64u;
+const COLS: u32 = WG / LANES;
 const ROWS: u32 = 8u;
 const WORDS: u32 = BITS * 32u / 32u;  // words per group of 32 values
 var<workgroup> partial: array<array<f32, 8>, 64>;
 
-fn value(word: u32, i: u32) -> f32 {
+// The i-th four quantized values of a word (i = 0 or 1 for 4-bit words, 0 for 8-bit ones).
+fn four(word: u32, i: u32) -> vec4<f32> {
     if (BITS == 4u) {
-        return f32(extractBits(word, i * 4u, 4u));
+        let w = word >> (16u * i);
+        return vec4<f32>(f32(w & 15u), f32((w >> 4u) & 15u), f32((w >> 8u) & 15u), f32((w >> 12u) & 15u));
     }
-    return f32(extractBits(i32(word), i * 8u, 8u));
+    let s = i32(word);
+    return vec4<f32>(f32(extractBits(s, 0u, 8u)), f32(extractBits(s, 8u, 8u)),
+                     f32(extractBits(s, 16u, 8u)), f32(extractBits(s, 24u, 8u)));
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wg.x;
-    let row0 = wg.y * ROWS;
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
     let t = lid.x;
+    let lane = t % LANES;
+    // Columns run along x, and on along z past the 65 535-workgroup limit.
+    let col = (wg.x + wg.z * nwg.x) * COLS + t / LANES;
+    let row0 = wg.y * ROWS;
     let groups = p.k / 32u;
-    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var g = t; g < groups; g = g + WG) {
-        let gi = col * groups + g;
-        let sm = scale_min[gi];
-        var w: array<f32, 32>;
-        let per = 32u / BITS;
-        for (var j = 0u; j < WORDS; j = j + 1u) {
-            let word = qs[gi * WORDS + j];
-            for (var i = 0u; i < per; i = i + 1u) {
-                w[j * per + i] = sm.x * value(word, i) - sm.y;
+    let rows = min(ROWS, p.m - row0);
+    // Rows outside, groups inside: a decode step (one row) unpacks each group once, and no
+    // private array needs run-time indexing (slow on CPU-emulated GPUs).
+    for (var r = 0u; r < rows; r = r + 1u) {
+        var acc = 0.0;
+        if (col < p.n) {
+            for (var g = lane; g < groups; g = g + LANES) {
+                let gi = col * groups + g;
+                let sm = scale_min[gi];
+                let base = ((row0 + r) * p.k + g * 32u) / 4u;
+                // sum x·(scale·q − min) = scale·(x·q) − min·sum(x), four values at a time.
+                var xq = 0.0;
+                var xs = vec4<f32>(0.0);
+                for (var j = 0u; j < WORDS; j = j + 1u) {
+                    let word = qs[gi * WORDS + j];
+                    if (BITS == 4u) {
+                        let x0 = x[base + 2u * j];
+                        let x1 = x[base + 2u * j + 1u];
+                        xq = xq + dot(x0, four(word, 0u)) + dot(x1, four(word, 1u));
+                        xs = xs + x0 + x1;
+                    } else {
+                        let x0 = x[base + j];
+                        xq = xq + dot(x0, four(word, 0u));
+                        xs = xs + x0;
+                    }
+                }
+                acc = acc + sm.x * xq - sm.y * (xs.x + xs.y + xs.z + xs.w);
             }
         }
-        for (var r = 0u; r < ROWS; r = r + 1u) {
-            let row = row0 + r;
-            if (row < p.m) {
-                let base = row * p.k + g * 32u;
-                var s = 0.0;
-                for (var i = 0u; i < 32u; i = i + 1u) { s = s + x[base + i] * w[i]; }
-                acc[r] = acc[r] + s;
-            }
-        }
+        partial[t][r] = acc;
     }
-    for (var r = 0u; r < ROWS; r = r + 1u) { partial[t][r] = acc[r]; }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (t < s) {
-            for (var r = 0u; r < ROWS; r = r + 1u) { partial[t][r] = partial[t][r] + partial[t + s][r]; }
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            for (var r = 0u; r < rows; r = r + 1u) { partial[t][r] = partial[t][r] + partial[t + s][r]; }
         }
         workgroupBarrier();
     }
-    if (t < ROWS) {
-        let row = row0 + t;
-        if (row < p.m && col < p.n) {
-            var o = partial[0][t];
-            if (p.has_bias != 0u) { o = o + b[col]; }
-            y[row * p.n + col] = o;
+    if (lane == 0u && col < p.n) {
+        var bias = 0.0;
+        if (p.has_bias != 0u) { bias = b[col]; }
+        for (var r = 0u; r < rows; r = r + 1u) {
+            y[(row0 + r) * p.n + col] = partial[t][r] + bias;
         }
     }
 }
