@@ -243,17 +243,21 @@ fn quantized_linear_matches_the_dequantized_reference() {
                 .broadcast_add(&cpu(&b, &[n]))
                 .unwrap();
             let qm = QMatrix::upload(g, blocks, &q.data().unwrap(), n, k).unwrap();
-            let y = ops::linear_q(
-                g,
-                &g.upload(&x, &[m, k]).unwrap(),
-                &qm,
-                Some(&g.upload(&b, &[n]).unwrap()),
-            )
-            .unwrap();
-            assert_eq!(y.shape(), &[m, n]);
-            let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
-            let tol = 1e-6 * k as f32 + 1e-6;
-            assert!(err <= tol, "{blocks:?} {m}×{k}·{n}: {err} > {tol}");
+            // Every split of k a real GPU or a software adapter gets.
+            for lanes in [1, 2, 4, 8, 16, 32] {
+                let y = ops::linear_q_lanes(
+                    g,
+                    &g.upload(&x, &[m, k]).unwrap(),
+                    &qm,
+                    Some(&g.upload(&b, &[n]).unwrap()),
+                    lanes,
+                )
+                .unwrap();
+                assert_eq!(y.shape(), &[m, n]);
+                let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
+                let tol = 1e-6 * k as f32 + 1e-6;
+                assert!(err <= tol, "{blocks:?} {m}×{k}·{n}, {lanes} lanes: {err} > {tol}");
+            }
         }
     }
     // Bytes that are not whole blocks are refused.
