@@ -256,7 +256,10 @@ fn quantized_linear_matches_the_dequantized_reference() {
                 assert_eq!(y.shape(), &[m, n]);
                 let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
                 let tol = 1e-6 * k as f32 + 1e-6;
-                assert!(err <= tol, "{blocks:?} {m}×{k}·{n}, {lanes} lanes: {err} > {tol}");
+                assert!(
+                    err <= tol,
+                    "{blocks:?} {m}×{k}·{n}, {lanes} lanes: {err} > {tol}"
+                );
             }
         }
     }
@@ -266,6 +269,42 @@ fn quantized_linear_matches_the_dequantized_reference() {
         .expect("short")
         .to_string();
     assert!(e.contains("17 bytes of Q4_0"), "{e}");
+}
+
+#[test]
+fn a_quantized_matrix_over_the_binding_limit_is_split_by_rows() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use jnana_gpu::ops::{GgmlBlocks, QMatrix};
+    let g = gpu();
+    let (m, k, n) = (3, 256, 45);
+    let x = random(m * k, 901, 1.0);
+    let b = random(n, 902, 1.0);
+    let q = QTensor::quantize(&cpu(&random(n * k, 903, 1.0), &[n, k]), GgmlDType::Q8_0).unwrap();
+    let reference = cpu(&x, &[m, k])
+        .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+        .unwrap()
+        .broadcast_add(&cpu(&b, &[n]))
+        .unwrap();
+    // A q8_0 row of 256 values is 8 groups × 32 bytes: 16 rows per 4 KiB part, so 45 rows make
+    // parts of 16, 16 and 13.
+    let data = q.data().unwrap();
+    let split = QMatrix::upload_in_parts(g, GgmlBlocks::Q8_0, &data, n, k, 4096).unwrap();
+    assert_eq!(split.parts(), 3);
+    let y = ops::linear_q(
+        g,
+        &g.upload(&x, &[m, k]).unwrap(),
+        &split,
+        Some(&g.upload(&b, &[n]).unwrap()),
+    )
+    .unwrap();
+    let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
+    assert!(err <= 1e-6 * k as f32, "split matrix: {err}");
+    // A single row larger than a binding is refused with the sizes.
+    let e = QMatrix::upload_in_parts(g, GgmlBlocks::Q8_0, &data, n, k, 100)
+        .err()
+        .expect("a row does not fit")
+        .to_string();
+    assert!(e.contains("256 bytes") && e.contains("at most 100"), "{e}");
 }
 
 #[test]

@@ -35,13 +35,36 @@ impl GgmlBlocks {
     }
 }
 
-/// A `[n, k]` weight matrix on the GPU, rearranged from GGUF blocks.
-pub struct QMatrix {
+/// Consecutive output rows of a matrix, in buffers one binding can hold.
+struct Part {
     qs: wgpu::Buffer,
     scale_min: wgpu::Buffer,
+    rows: std::ops::Range<usize>,
+}
+
+/// A `[n, k]` weight matrix on the GPU, rearranged from GGUF blocks; split by output rows into
+/// parts when it is larger than one storage binding may be (an output head on a GPU with a
+/// 128 MiB binding limit).
+pub struct QMatrix {
+    parts: Vec<Part>,
     bits: u32,
     n: usize,
     k: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    /// Columns of this part.
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    /// Columns of the whole output row.
+    stride: u32,
+    /// This part's first column.
+    col0: u32,
+    _pad: [u32; 2],
 }
 
 impl QMatrix {
@@ -51,6 +74,22 @@ impl QMatrix {
 
     /// Uploads `[n, k]` weights given as GGUF `blocks` (row-major, as in the file).
     pub fn upload(gpu: &Gpu, blocks: GgmlBlocks, data: &[u8], n: usize, k: usize) -> Result<Self> {
+        let limit = gpu
+            .summary
+            .max_storage_buffer_binding_size
+            .min(gpu.summary.max_buffer_size);
+        Self::upload_in_parts(gpu, blocks, data, n, k, limit)
+    }
+
+    /// [`Self::upload`] with buffers of at most `part_bytes` (for tests of the split).
+    pub fn upload_in_parts(
+        gpu: &Gpu,
+        blocks: GgmlBlocks,
+        data: &[u8],
+        n: usize,
+        k: usize,
+        part_bytes: u64,
+    ) -> Result<Self> {
         let (per_block, block_bytes) = blocks.block();
         if k % per_block != 0 || data.len() != n * k / per_block * block_bytes {
             return Err(Error::Shape {
@@ -106,13 +145,44 @@ impl QMatrix {
                     usage: wgpu::BufferUsages::STORAGE,
                 }))
         };
+        let row_groups = k / 32;
+        let row_bytes = (row_groups * words_per_group * 4).max(row_groups * 8) as u64;
+        let rows_per_part = (part_bytes / row_bytes.max(1)) as usize;
+        if rows_per_part == 0 {
+            return Err(Error::TooLarge {
+                what: "one row of quantized weights".into(),
+                bytes: row_bytes,
+                limit: part_bytes,
+            });
+        }
+        let parts = (0..n)
+            .step_by(rows_per_part)
+            .map(|start| {
+                let rows = start..(start + rows_per_part).min(n);
+                let groups = rows.start * row_groups..rows.end * row_groups;
+                Ok(Part {
+                    qs: buffer(
+                        "quantized weights",
+                        bytemuck::cast_slice(
+                            &qs[groups.start * words_per_group..groups.end * words_per_group],
+                        ),
+                    )?,
+                    scale_min: buffer("weight scales", bytemuck::cast_slice(&scale_min[groups]))?,
+                    rows,
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(Self {
-            qs: buffer("quantized weights", bytemuck::cast_slice(&qs))?,
-            scale_min: buffer("weight scales", bytemuck::cast_slice(&scale_min))?,
+            parts,
             bits: blocks.bits(),
             n,
             k,
         })
+    }
+
+    /// Buffers it is split into.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
     }
 }
 
@@ -137,10 +207,20 @@ fn pack_nibbles(nibbles: impl Iterator<Item = u8>, words: &mut [u32]) {
 
 const LANES: [usize; 6] = [1, 2, 4, 8, 16, 32];
 const KEYS_Q4: [&str; 6] = [
-    "linear_q4/1", "linear_q4/2", "linear_q4/4", "linear_q4/8", "linear_q4/16", "linear_q4/32",
+    "linear_q4/1",
+    "linear_q4/2",
+    "linear_q4/4",
+    "linear_q4/8",
+    "linear_q4/16",
+    "linear_q4/32",
 ];
 const KEYS_Q8: [&str; 6] = [
-    "linear_q8/1", "linear_q8/2", "linear_q8/4", "linear_q8/8", "linear_q8/16", "linear_q8/32",
+    "linear_q8/1",
+    "linear_q8/2",
+    "linear_q8/4",
+    "linear_q8/8",
+    "linear_q8/16",
+    "linear_q8/32",
 ];
 
 /// `x · Wᵀ + b` with `W` quantized; activations stay f32 (no activation rounding, unlike the
@@ -172,17 +252,14 @@ pub fn linear_q_lanes(
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("x has a last dimension") = w.n;
     let y = gpu.zeros(&shape)?;
-    let params = gpu.uniform(&super::MatmulParams {
-        m: m as u32,
-        n: w.n as u32,
-        k: k as u32,
-        has_bias: b.is_some() as u32,
-    });
     // Enough lanes to cover k's groups of 32 once.
     let lanes = (w.k / 32)
         .next_power_of_two()
         .clamp(1, max_lanes.next_power_of_two().min(32));
-    let variant = LANES.iter().position(|&l| l == lanes).expect("a power of two ≤ 32");
+    let variant = LANES
+        .iter()
+        .position(|&l| l == lanes)
+        .expect("a power of two ≤ 32");
     let (key, bits) = if w.bits == 4 {
         (KEYS_Q4[variant], 4)
     } else {
@@ -190,14 +267,31 @@ pub fn linear_q_lanes(
     };
     let source = format!("const BITS: u32 = {bits}u;\nconst LANES: u32 = {lanes}u;\n{SHADER}");
     let pipeline = gpu.pipeline(key, &source, "main");
-    let blocks = w.n.div_ceil(64 / lanes);
-    let [x_groups, z_groups, _] = super::grid(blocks, 1);
-    let groups = [x_groups, m.div_ceil(8) as u32, z_groups];
     let bias = b.map_or(&x.buffer, |b| &b.buffer);
-    gpu.dispatch(
-        &pipeline,
-        &[&x.buffer, &w.qs, &w.scale_min, bias, &y.buffer, &params],
-        groups,
-    );
+    for part in &w.parts {
+        let n = part.rows.len();
+        let params = gpu.uniform(&Params {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            has_bias: b.is_some() as u32,
+            stride: w.n as u32,
+            col0: part.rows.start as u32,
+            _pad: [0; 2],
+        });
+        let [x_groups, z_groups, _] = super::grid(n.div_ceil(64 / lanes), 1);
+        gpu.dispatch(
+            &pipeline,
+            &[
+                &x.buffer,
+                &part.qs,
+                &part.scale_min,
+                bias,
+                &y.buffer,
+                &params,
+            ],
+            [x_groups, m.div_ceil(8) as u32, z_groups],
+        );
+    }
     Ok(y)
 }

@@ -4,7 +4,8 @@
 // output column, so a workgroup covers 64 / LANES columns and up to 8 rows: short rows (small
 // k) keep every thread busy, long ones split k across the lanes.
 
-struct Params { m: u32, n: u32, k: u32, has_bias: u32 }
+// n counts this part's columns; the output row holds `stride` columns, this part's from `col0`.
+struct Params { m: u32, n: u32, k: u32, has_bias: u32, stride: u32, col0: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> qs: array<u32>;
@@ -82,9 +83,9 @@ fn main(
     }
     if (lane == 0u && col < p.n) {
         var bias = 0.0;
-        if (p.has_bias != 0u) { bias = b[col]; }
+        if (p.has_bias != 0u) { bias = b[p.col0 + col]; }
         for (var r = 0u; r < rows; r = r + 1u) {
-            y[(row0 + r) * p.n + col] = partial[t][r] + bias;
+            y[(row0 + r) * p.stride + p.col0 + col] = partial[t][r] + bias;
         }
     }
 }
