@@ -122,7 +122,7 @@ async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String
     }
     match on_gpu(model).await {
         Ok((conversation, summary)) => {
-            let mut note = "Language and vision models on the GPU; speech on the CPU.".to_string();
+            let mut note = "Language, vision and speech models on the GPU.".to_string();
             if summary.fallback {
                 note.push_str(" This adapter is a software renderer, so it is slow.");
             }
@@ -143,7 +143,7 @@ async fn on_gpu(model: &Jnana) -> Result<(Conversation, jnana_gpu::AdapterSummar
     let progress = |step, what: String| {
         post(&FromWorker::LoadProgress {
             step,
-            steps: 3,
+            steps: 4,
             what,
         })
     };
@@ -172,24 +172,25 @@ impl Engine {
         self.conversation = None;
         self.manifest_url = None;
     }
+}
 
-    pub fn model(&self) -> Result<&Jnana, String> {
-        self.model
-            .as_deref()
-            .ok_or_else(|| "no model is loaded yet".to_string())
-    }
-
-    pub fn transcribe(&self, audio: &AudioInput) -> Result<(), String> {
-        let model = self.model()?;
-        let t = model
-            .transcribe(audio, |_| ControlFlow::Continue(()))
-            .map_err(|e| e.to_string())?;
-        post(&FromWorker::Transcript {
-            text: t.text,
-            seconds: t.audio_seconds,
-        });
-        Ok(())
-    }
+/// Speech to text on the conversation's engine (Whisper on the GPU when the models are there).
+pub async fn transcribe(
+    model: &Jnana,
+    conversation: &Conversation,
+    audio: &AudioInput,
+) -> Result<(), String> {
+    let t = model
+        .transcribe_on(conversation.speech_engine(), audio, |_| {
+            ControlFlow::Continue(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    post(&FromWorker::Transcript {
+        text: t.text,
+        seconds: t.audio_seconds,
+    });
+    Ok(())
 }
 
 pub fn has_webgpu() -> bool {

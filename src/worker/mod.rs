@@ -132,9 +132,14 @@ fn handle(message: ToWorker, env: Envelope) {
                 Some(info) => engine::pcm_input(env.pcm.unwrap_or_default(), info),
                 None => jnana::pipeline::AudioInput::Encoded(env.bytes.unwrap_or_default()),
             };
-            if let Err(e) = ENGINE.with(|e| e.borrow().transcribe(&audio)) {
-                error("transcribe", e);
-            }
+            wasm_bindgen_futures::spawn_local(async move {
+                let done =
+                    with_conversation(async |model, c| engine::transcribe(model, c, &audio).await)
+                        .await;
+                if let Err(e) = done.and_then(|r| r) {
+                    error("transcribe", e);
+                }
+            });
         }
         ToWorker::Generate {
             text,
@@ -179,17 +184,20 @@ fn handle(message: ToWorker, env: Envelope) {
     }
 }
 
-async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
-    let started = now_ms();
+/// Runs `work` with the loaded model and the conversation taken out of the engine (the work
+/// spans awaits: GPU results arrive through the event loop). The conversation goes back unless
+/// the model was unloaded or replaced meanwhile.
+async fn with_conversation<T>(
+    work: impl AsyncFnOnce(&jnana::Jnana, &mut jnana::Conversation) -> T,
+) -> Result<T, String> {
     let (model, conversation) = ENGINE.with(|e| {
         let mut e = e.borrow_mut();
         (e.model.clone(), e.conversation.take())
     });
-    let (Some(model), Some(mut conversation)) = (model, conversation) else {
-        return error("generate", "no model is loaded yet");
-    };
-    answer(&model, &mut conversation, request, params, started).await;
-    // Back in place unless the model was unloaded or replaced meanwhile.
+    let model = model.ok_or("no model is loaded yet")?;
+    let mut conversation =
+        conversation.ok_or("still answering the previous question: press Stop first")?;
+    let out = work(&model, &mut conversation).await;
     ENGINE.with(|e| {
         let mut e = e.borrow_mut();
         if e.model
@@ -199,6 +207,16 @@ async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
             e.conversation = Some(conversation);
         }
     });
+    Ok(out)
+}
+
+async fn generate(request: jnana::Request, params: jnana::GenerationParams) {
+    let started = now_ms();
+    let done =
+        with_conversation(async |model, c| answer(model, c, request, params, started).await).await;
+    if let Err(e) = done {
+        error("generate", e);
+    }
 }
 
 async fn answer(

@@ -243,6 +243,15 @@ test('WebGPU: the same profile with WebGPU enabled answers on the GPU engine wit
     assert.deepEqual(picture.ids, cli(['--image', IMAGE, '--text', question]).ids, 'WebGPU, picture + text: same ids as the CPU path');
     console.log(`  WebGPU (SwiftShader), picture + text: ${picture.stats}`);
 
+    // Whisper on the GPU hears what the CPU hears.
+    const started = Date.now();
+    await byTestId(page, 'audio-input').setInputFiles(WAV);
+    const transcript = byTestId(page, 'transcript');
+    await transcript.waitFor({ timeout: 300_000 });
+    assert.equal((await transcript.inputValue()).trim(), (cli(['--audio', WAV]).heard ?? '').trim(), 'WebGPU Whisper heard what the CLI heard');
+    console.log(`  WebGPU (SwiftShader), Whisper tiny.en on the spoken question: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await page.getByRole('button', { name: 'Remove the spoken question' }).click();
+
     // Forcing the CPU moves the loaded model there at once.
     await page.getByRole('button', { name: 'Settings' }).click();
     await byTestId(page, 'compute').selectOption('cpu');

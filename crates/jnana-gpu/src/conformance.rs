@@ -2,6 +2,7 @@
 //! models are loaded by the same code, uploaded, and their outputs read back and compared
 //! (`jnana conformance --backend wgpu <dir>`, and the GPU tests).
 
+use crate::engine::GpuWindow;
 use crate::models::clip_vision::GpuClipVision;
 use crate::models::phi2::GpuPhi2;
 use crate::models::projector::GpuProjector;
@@ -13,7 +14,7 @@ use jnana::models::clip_vision::{ClipVision, VisionOutput};
 use jnana::models::phi2::{Phi2, Trace};
 use jnana::models::projector::Projector;
 use jnana::models::whisper::{EncoderOutput, Whisper};
-use jnana::speech::{self, Decoded, GreedyOptions};
+use jnana::speech::WhisperWindow;
 use jnana::Result;
 
 pub struct GpuEngine<'a> {
@@ -137,21 +138,16 @@ impl Engine for GpuEngine<'_> {
         Ok((self.batched(&hidden)?, self.unbatched(&logits)?))
     }
 
-    fn whisper_greedy(
-        &self,
-        model: &Whisper,
+    fn whisper_window<'a>(
+        &'a self,
+        model: &'a Whisper,
         encoder_hidden: &Tensor,
-        prefix: &[u32],
-        opts: &GreedyOptions,
-    ) -> Result<Decoded> {
-        let gpu_model = GpuWhisper::upload(self.gpu, model)?;
-        let mut state = gpu_model.new_state(self.gpu, &self.upload_rows(encoder_hidden)?)?;
-        let cfg = model.config();
-        let room = cfg.max_target_positions.saturating_sub(prefix.len());
-        speech::greedy_loop(cfg.vocab_size, room, prefix, opts, |ids| {
-            let logits = gpu_model.decode_last(self.gpu, ids, &mut state)?;
-            Ok(self.gpu.read_blocking(&logits)?)
-        })
+    ) -> Result<Box<dyn WhisperWindow + 'a>> {
+        Ok(Box::new(GpuWindow::new(
+            self.gpu,
+            std::rc::Rc::new(GpuWhisper::upload(self.gpu, model)?),
+            self.upload_rows(encoder_hidden)?,
+        )?))
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Gpu {
     pub summary: AdapterSummary,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     encoder: Mutex<Option<wgpu::CommandEncoder>>,
+    /// Most threads the matrix-vector kernels give one output column (see `with_max_lanes`).
+    pub(crate) max_lanes: usize,
 }
 
 impl Gpu {
@@ -69,10 +71,21 @@ impl Gpu {
             adapter_limits: limits,
             device,
             queue,
-            summary,
             pipelines: Mutex::new(HashMap::new()),
             encoder: Mutex::new(None),
+            // A software adapter (lavapipe, SwiftShader) runs a workgroup's threads as CPU SIMD
+            // lanes, where one column per thread is ~4× faster than splitting k (measured on
+            // lavapipe); a GPU wants a warp's worth per column.
+            max_lanes: if summary.fallback { 1 } else { 32 },
+            summary,
         })
+    }
+
+    /// The matrix-vector kernels with at most `lanes` threads per output column (a power of two
+    /// ≤ 32), for tests and tuning.
+    pub fn with_max_lanes(mut self, lanes: usize) -> Self {
+        self.max_lanes = lanes.next_power_of_two().clamp(1, 32);
+        self
     }
 
     /// [`Gpu::new`], blocking (native only: a browser cannot block).

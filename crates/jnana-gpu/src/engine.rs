@@ -1,13 +1,16 @@
-//! The GPU engine behind a `jnana` conversation: Phi-2 and the vision stack of a loaded bundle
-//! uploaded once and shared; each conversation gets its own KV cache on the GPU. Logits of the
-//! last position come back to the CPU, where the conversation samples exactly as on the CPU path.
+//! The GPU engine behind a `jnana` conversation: Phi-2, the vision stack and Whisper of a loaded
+//! bundle uploaded once and shared; each conversation gets its own KV cache on the GPU. Logits
+//! come back to the CPU, where the conversation samples (and Whisper decodes) exactly as on the
+//! CPU path.
 
 use crate::models::clip_vision::GpuClipVision;
 use crate::models::phi2::{GpuCache, GpuPhi2};
 use crate::models::projector::GpuProjector;
-use crate::{Gpu, Result};
+use crate::models::whisper::{GpuDecoderState, GpuWhisper};
+use crate::{Gpu, GpuTensor, Result};
 use candle_core::{Device, Tensor};
 use jnana::engine::{LanguageEngine, LocalFuture};
+use jnana::speech::{WhisperEngine, WhisperWindow};
 use jnana::Jnana;
 use std::rc::Rc;
 
@@ -24,6 +27,7 @@ pub struct GpuModels {
     gpu: Rc<Gpu>,
     phi: Rc<GpuPhi2>,
     vision: Option<Rc<GpuVision>>,
+    speech: Option<GpuSpeech>,
 }
 
 impl GpuModels {
@@ -45,7 +49,24 @@ impl GpuModels {
             }
             None => None,
         };
-        Ok(Self { gpu, phi, vision })
+        let speech = match &model.speech {
+            Some(t) => {
+                progress("speech model");
+                Some(GpuSpeech::upload(gpu.clone(), &t.model)?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            gpu,
+            phi,
+            vision,
+            speech,
+        })
+    }
+
+    /// Whisper on the GPU, when the bundle has one.
+    pub fn speech(&self) -> Option<&GpuSpeech> {
+        self.speech.as_ref()
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -93,6 +114,10 @@ impl LanguageEngine for GpuLanguageEngine {
         })
     }
 
+    fn speech(&self) -> Option<&dyn WhisperEngine> {
+        self.models.speech.as_ref().map(|s| s as &dyn WhisperEngine)
+    }
+
     fn encode_pixels<'a>(
         &'a self,
         pixel_values: &'a Tensor,
@@ -111,5 +136,76 @@ impl LanguageEngine for GpuLanguageEngine {
                 &Device::Cpu,
             )?)
         }))
+    }
+}
+
+/// A bundle's Whisper on the GPU.
+#[derive(Clone)]
+pub struct GpuSpeech {
+    gpu: Rc<Gpu>,
+    model: Rc<GpuWhisper>,
+}
+
+/// One encoded window on the GPU: the encoder output and the decoder state stay there.
+pub struct GpuWindow<'a> {
+    gpu: &'a Gpu,
+    model: Rc<GpuWhisper>,
+    hidden: GpuTensor,
+    state: GpuDecoderState,
+}
+
+impl<'a> GpuWindow<'a> {
+    /// A window on an encoder output already on the GPU (`[positions, d_model]`).
+    pub fn new(gpu: &'a Gpu, model: Rc<GpuWhisper>, hidden: GpuTensor) -> Result<Self> {
+        Ok(Self {
+            state: model.new_state(gpu, &hidden)?,
+            gpu,
+            model,
+            hidden,
+        })
+    }
+}
+
+impl WhisperWindow for GpuWindow<'_> {
+    fn decode<'b>(&'b mut self, ids: &'b [u32]) -> LocalFuture<'b, jnana::Result<Vec<f32>>> {
+        Box::pin(async move {
+            let logits = self.model.decode(self.gpu, ids, &mut self.state)?;
+            Ok(self.gpu.read(&logits).await?)
+        })
+    }
+
+    fn restart(&mut self) -> jnana::Result<()> {
+        self.state = self.model.new_state(self.gpu, &self.hidden)?;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.state.len()
+    }
+}
+
+impl GpuSpeech {
+    pub fn upload(gpu: Rc<Gpu>, whisper: &jnana::models::whisper::Whisper) -> Result<Self> {
+        Ok(Self {
+            model: Rc::new(GpuWhisper::upload(&gpu, whisper)?),
+            gpu,
+        })
+    }
+}
+
+impl WhisperEngine for GpuSpeech {
+    fn name(&self) -> String {
+        format!("GPU: {}", self.gpu.summary.name)
+    }
+
+    fn window<'a>(
+        &'a self,
+        mel: &'a Tensor,
+    ) -> LocalFuture<'a, jnana::Result<Box<dyn WhisperWindow + 'a>>> {
+        Box::pin(async move {
+            let encoded = self.model.encode(&self.gpu, &values(mel)?)?;
+            let window = GpuWindow::new(&self.gpu, self.model.clone(), encoded.hidden)?;
+            Ok(Box::new(window) as Box<dyn WhisperWindow + 'a>)
+        })
     }
 }

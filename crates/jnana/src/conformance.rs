@@ -169,14 +169,12 @@ pub trait Engine {
         encoder_hidden: &Tensor,
         ids: &[u32],
     ) -> Result<(Tensor, Tensor)>;
-    /// Whisper's greedy loop after `prefix`.
-    fn whisper_greedy(
-        &self,
-        model: &Whisper,
+    /// A decoder window on an encoder output (`[1, positions, d_model]`).
+    fn whisper_window<'a>(
+        &'a self,
+        model: &'a Whisper,
         encoder_hidden: &Tensor,
-        prefix: &[u32],
-        opts: &speech::GreedyOptions,
-    ) -> Result<speech::Decoded>;
+    ) -> Result<Box<dyn speech::WhisperWindow + 'a>>;
 }
 
 /// The candle CPU models themselves.
@@ -234,15 +232,15 @@ impl Engine for CpuEngine {
         Ok((hidden, model.decode(ids, &mut state)?))
     }
 
-    fn whisper_greedy(
-        &self,
-        model: &Whisper,
+    fn whisper_window<'a>(
+        &'a self,
+        model: &'a Whisper,
         encoder_hidden: &Tensor,
-        prefix: &[u32],
-        opts: &speech::GreedyOptions,
-    ) -> Result<speech::Decoded> {
-        let mut state = model.new_state(encoder_hidden)?;
-        speech::greedy_decode(model, &mut state, prefix, opts)
+    ) -> Result<Box<dyn speech::WhisperWindow + 'a>> {
+        Ok(Box::new(speech::CandleWindow::from_hidden(
+            model,
+            encoder_hidden.clone(),
+        )?))
     }
 }
 
@@ -929,9 +927,14 @@ impl<'a> Fixture<'a> {
             suppress_begin: cfg.begin_suppress_tokens.clone(),
             repetition_guard: true,
         };
-        let decoded = self
-            .engine
-            .whisper_greedy(&model, &encoded.hidden, &prefix, &opts)?;
+        let mut window = self.engine.whisper_window(&model, &encoded.hidden)?;
+        let decoded = crate::engine::now(speech::greedy_loop(
+            cfg.vocab_size,
+            cfg.max_target_positions,
+            &prefix,
+            &opts,
+            window.as_mut(),
+        ))??;
         let mut got = prefix.clone();
         got.extend(&decoded.tokens);
         if got.len() < want.len() && want.last() == Some(&eot) {

@@ -33,6 +33,10 @@ pub trait LanguageEngine {
     ) -> Option<LocalFuture<'a, Result<Tensor>>> {
         None
     }
+    /// This engine's Whisper, when it runs one; `None` leaves speech to the CPU models.
+    fn speech(&self) -> Option<&dyn crate::speech::WhisperEngine> {
+        None
+    }
 }
 
 /// Phi-2 on candle (CPU, or CUDA when built so).

@@ -28,7 +28,7 @@ use crate::models::clip_vision::ClipVision;
 use crate::models::phi2::Phi2;
 use crate::models::projector::Projector;
 use crate::preprocess::{self, PreprocessConfig};
-use crate::speech::{Transcriber, Transcript, WindowProgress};
+use crate::speech::{CandleWhisper, Transcriber, Transcript, WhisperEngine, WindowProgress};
 use crate::tokenizer::{TokenStream, Tokenizer};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -178,25 +178,47 @@ impl Jnana {
         audio: &AudioInput,
         progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
     ) -> Result<Transcript> {
+        engine::now(self.transcribe_on(None, audio, progress))?
+    }
+
+    /// [`Self::transcribe`] on `engine` (the bundle's candle Whisper when `None`).
+    pub async fn transcribe_on(
+        &self,
+        engine: Option<&dyn WhisperEngine>,
+        audio: &AudioInput,
+        progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
+    ) -> Result<Transcript> {
         let speech = self.speech.as_ref().ok_or_else(|| {
             Error::Input("this model bundle has no speech model, so it cannot listen".into())
         })?;
+        let candle = CandleWhisper(&speech.model);
+        let engine = engine.unwrap_or(&candle);
         match audio {
             AudioInput::Encoded(bytes) => {
                 let stream = AudioStream::from_bytes(bytes.clone())?;
                 let windows = stream
                     .duration_seconds()
                     .map(|s| (s / 30.0).ceil().max(1.0) as usize);
-                speech.transcribe_chunks(stream, windows, progress)
+                speech
+                    .transcribe_chunks_on(engine, stream, windows, progress)
+                    .await
             }
             AudioInput::Pcm {
                 samples,
                 sample_rate,
                 channels,
-            } => speech.transcribe(
-                &crate::audio::pcm_to_16k_mono(samples, *channels, *sample_rate)?,
-                progress,
-            ),
+            } => {
+                let samples = crate::audio::pcm_to_16k_mono(samples, *channels, *sample_rate)?;
+                let windows = samples.len().div_ceil(speech.window_samples());
+                speech
+                    .transcribe_chunks_on(
+                        engine,
+                        std::iter::once(Ok(samples)),
+                        Some(windows),
+                        progress,
+                    )
+                    .await
+            }
         }
     }
 
@@ -345,6 +367,11 @@ impl Conversation {
         self.engine.name()
     }
 
+    /// The engine's Whisper, when it runs one (else the bundle's candle Whisper listens).
+    pub fn speech_engine(&self) -> Option<&dyn WhisperEngine> {
+        self.engine.speech()
+    }
+
     pub fn turns(&self) -> usize {
         self.turns.len()
     }
@@ -401,9 +428,12 @@ impl Conversation {
     ) -> Result<Answering> {
         // Speech becomes text first; silence counts as no audio at all.
         let heard = match (&request.audio, &request.transcript) {
-            (Some(audio), None) => {
-                Some(model.transcribe(audio, |_| ControlFlow::Continue(()))?.text)
-            }
+            (Some(audio), None) => Some(
+                model
+                    .transcribe_on(self.engine.speech(), audio, |_| ControlFlow::Continue(()))
+                    .await?
+                    .text,
+            ),
             _ => None,
         };
         let request = Request {

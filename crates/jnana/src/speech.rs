@@ -7,11 +7,12 @@
 
 use crate::audio::mel::{LogMel, MelConfig};
 use crate::audio::SAMPLE_RATE;
+use crate::engine::{now, LocalFuture};
 use crate::error::{Error, Result};
 use crate::models::whisper::{self, DecoderState, Whisper};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{QuantizedMatmul, TensorSource, Weights};
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -108,33 +109,105 @@ fn repeated_tail(tokens: &[u32]) -> Option<usize> {
     None
 }
 
-/// Feeds `prompt` and decodes greedily.
-pub fn greedy_decode(
-    model: &Whisper,
-    state: &mut DecoderState,
-    prompt: &[u32],
-    opts: &GreedyOptions,
-) -> Result<Decoded> {
-    let room = model
-        .config()
-        .max_target_positions
-        .saturating_sub(state.len() + prompt.len());
-    greedy_loop(model.config().vocab_size, room, prompt, opts, |ids| {
-        Ok(model.decode_last(ids, state)?.to_vec1::<f32>()?)
-    })
+/// One window of audio, encoded, with a decoder fed token by token — on whichever engine
+/// encoded it (the candle model, or the GPU engine).
+pub trait WhisperWindow {
+    /// Feeds `ids` after what the decoder holds; the logits of every fed position, row-major
+    /// `[ids, vocab]`.
+    fn decode<'a>(&'a mut self, ids: &'a [u32]) -> LocalFuture<'a, Result<Vec<f32>>>;
+    /// Forgets the fed tokens; the audio's encoding stays.
+    fn restart(&mut self) -> Result<()>;
+    /// Positions fed so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-/// The greedy loop of any engine: `step` feeds ids after the state it holds and returns the
-/// logits of the last one; `room` is how many tokens may still follow `prompt`.
-pub fn greedy_loop(
+/// Where Whisper computes.
+pub trait WhisperEngine {
+    /// What the UI shows.
+    fn name(&self) -> String;
+    /// Encodes one window's `[1, n_mels, frames]` log-mel features.
+    fn window<'a>(
+        &'a self,
+        mel: &'a Tensor,
+    ) -> LocalFuture<'a, Result<Box<dyn WhisperWindow + 'a>>>;
+}
+
+/// The candle Whisper as an engine.
+pub struct CandleWhisper<'m>(pub &'m Whisper);
+
+/// A window on the candle Whisper.
+pub struct CandleWindow<'m> {
+    model: &'m Whisper,
+    hidden: Tensor,
+    state: DecoderState,
+}
+
+impl<'m> CandleWindow<'m> {
+    /// A window whose encoder output (`[1, positions, d_model]`) is already known.
+    pub fn from_hidden(model: &'m Whisper, hidden: Tensor) -> Result<Self> {
+        Ok(Self {
+            state: model.new_state(&hidden)?,
+            model,
+            hidden,
+        })
+    }
+}
+
+impl WhisperWindow for CandleWindow<'_> {
+    fn decode<'a>(&'a mut self, ids: &'a [u32]) -> LocalFuture<'a, Result<Vec<f32>>> {
+        let logits = self
+            .model
+            .decode(ids, &mut self.state)
+            .and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
+        Box::pin(std::future::ready(logits))
+    }
+
+    fn restart(&mut self) -> Result<()> {
+        self.state = self.model.new_state(&self.hidden)?;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.state.len()
+    }
+}
+
+impl WhisperEngine for CandleWhisper<'_> {
+    fn name(&self) -> String {
+        "CPU".into()
+    }
+
+    fn window<'a>(
+        &'a self,
+        mel: &'a Tensor,
+    ) -> LocalFuture<'a, Result<Box<dyn WhisperWindow + 'a>>> {
+        let window = self.0.encode(mel).and_then(|encoded| {
+            Ok(Box::new(CandleWindow::from_hidden(self.0, encoded.hidden)?)
+                as Box<dyn WhisperWindow + 'a>)
+        });
+        Box::pin(std::future::ready(window))
+    }
+}
+
+/// Whisper's greedy loop after `prompt` on `window` (its decoder window limited to
+/// `max_target_positions`).
+pub async fn greedy_loop(
     vocab: usize,
-    room: usize,
+    max_target_positions: usize,
     prompt: &[u32],
     opts: &GreedyOptions,
-    mut step: impl FnMut(&[u32]) -> Result<Vec<f32>>,
+    window: &mut dyn WhisperWindow,
 ) -> Result<Decoded> {
+    let room = max_target_positions.saturating_sub(window.len() + prompt.len());
     let max_new = opts.max_new_tokens.min(room);
-    let mut values = step(prompt)?;
+    let last_row = |all: Vec<f32>| -> Vec<f32> {
+        let n = all.len();
+        all[n - vocab.min(n)..].to_vec()
+    };
+    let mut values = last_row(window.decode(prompt).await?);
     let mut tokens = Vec::new();
     let mut sum_logprob = 0f64;
     let mut repetition_stopped = false;
@@ -173,7 +246,7 @@ pub fn greedy_loop(
                 break;
             }
         }
-        values = step(&[next])?;
+        values = last_row(window.decode(&[next]).await?);
     }
     Ok(Decoded {
         avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
@@ -313,13 +386,11 @@ impl Transcriber {
             })
     }
 
-    /// The most likely language of encoded audio (multilingual checkpoints).
-    pub fn detect_language(&self, encoder_hidden: &Tensor) -> Result<(String, u32)> {
-        let mut state = self.model.new_state(encoder_hidden)?;
-        let logits = self
-            .model
-            .decode_last(&[self.special.start_of_transcript], &mut state)?
-            .to_vec1::<f32>()?;
+    /// The most likely language of an encoded window (multilingual checkpoints); the window
+    /// is restarted afterwards.
+    async fn detect_language(&self, window: &mut dyn WhisperWindow) -> Result<(String, u32)> {
+        let logits = window.decode(&[self.special.start_of_transcript]).await?;
+        window.restart()?;
         self.special
             .languages
             .iter()
@@ -345,6 +416,16 @@ impl Transcriber {
         window: &[f32],
         start_seconds: f64,
     ) -> Result<WindowTranscript> {
+        now(self.transcribe_window_on(&CandleWhisper(&self.model), window, start_seconds))?
+    }
+
+    /// [`Self::transcribe_window`] on `engine`.
+    pub async fn transcribe_window_on(
+        &self,
+        engine: &dyn WhisperEngine,
+        window: &[f32],
+        start_seconds: f64,
+    ) -> Result<WindowTranscript> {
         let end_seconds = start_seconds + window.len() as f64 / SAMPLE_RATE as f64;
         let mut result = WindowTranscript {
             start_seconds,
@@ -358,38 +439,36 @@ impl Transcriber {
         if loudest_frame_dbfs(window) < self.options.silence_dbfs {
             return Ok(result);
         }
-        let encoded = self.model.encode(&self.features(window)?)?.hidden;
+        let features = self.features(window)?;
+        let mut encoded = engine.window(&features).await?;
         let sot = self.special.start_of_transcript;
         let mut prompt = vec![sot];
         if self.special.is_multilingual() {
             let (code, id) = match &self.options.language {
                 Some(code) => (code.clone(), self.language_token(code)?),
-                None => self.detect_language(&encoded)?,
+                None => self.detect_language(encoded.as_mut()).await?,
             };
             prompt.push(id);
             prompt.extend(self.special.transcribe);
             result.language = Some(code);
         }
         prompt.push(self.special.no_timestamps);
-        let mut state = self.model.new_state(&encoded)?;
         // The prompt is fed in two steps so the position right after <|startoftranscript|> can
         // report its no-speech probability, as Whisper's silence test needs.
-        let first = self.model.decode(&prompt[..prompt.len() - 1], &mut state)?;
+        let first = encoded.decode(&prompt[..prompt.len() - 1]).await?;
+        let cfg = self.model.config();
         if let Some(no_speech) = self.special.no_speech {
-            let probs = candle_nn::ops::softmax_last_dim(&first.narrow(0, 0, 1)?)?;
-            result.no_speech_prob = Some(
-                probs
-                    .narrow(D::Minus1, no_speech as usize, 1)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?[0] as f64,
-            );
+            let row = &first[..cfg.vocab_size.min(first.len())];
+            result.no_speech_prob = Some(log_softmax_at(row, no_speech as usize).exp());
         }
-        let decoded = greedy_decode(
-            &self.model,
-            &mut state,
+        let decoded = greedy_loop(
+            cfg.vocab_size,
+            cfg.max_target_positions,
             &prompt[prompt.len() - 1..],
             &self.greedy_options(),
-        )?;
+            encoded.as_mut(),
+        )
+        .await?;
         let model_says_silence = result.no_speech_prob.unwrap_or(0.0)
             > self.options.no_speech_threshold
             && decoded.avg_logprob < self.options.logprob_threshold;
@@ -423,6 +502,18 @@ impl Transcriber {
         &self,
         chunks: impl Iterator<Item = Result<Vec<f32>>>,
         total_windows: Option<usize>,
+        progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
+    ) -> Result<Transcript> {
+        let engine = CandleWhisper(&self.model);
+        now(self.transcribe_chunks_on(&engine, chunks, total_windows, progress))?
+    }
+
+    /// [`Self::transcribe_chunks`] on `engine`.
+    pub async fn transcribe_chunks_on(
+        &self,
+        engine: &dyn WhisperEngine,
+        chunks: impl Iterator<Item = Result<Vec<f32>>>,
+        total_windows: Option<usize>,
         mut progress: impl FnMut(&WindowProgress) -> ControlFlow<()>,
     ) -> Result<Transcript> {
         let size = self.window_samples();
@@ -430,25 +521,26 @@ impl Transcriber {
         let mut windows = Vec::new();
         let mut consumed = 0usize;
         let mut cancelled = false;
-        let mut run =
-            |window: &[f32], start: usize, windows: &mut Vec<WindowTranscript>| -> Result<bool> {
-                crate::audio::check_samples(window)?;
-                let w = self.transcribe_window(window, start as f64 / SAMPLE_RATE as f64)?;
-                windows.push(w);
-                let report = WindowProgress {
-                    index: windows.len() - 1,
-                    total: total_windows,
-                    window: windows.last().expect("just pushed"),
-                };
-                Ok(progress(&report).is_break())
+        let mut run = async |window: &[f32], start: usize, windows: &mut Vec<WindowTranscript>| {
+            crate::audio::check_samples(window)?;
+            let w = self
+                .transcribe_window_on(engine, window, start as f64 / SAMPLE_RATE as f64)
+                .await?;
+            windows.push(w);
+            let report = WindowProgress {
+                index: windows.len() - 1,
+                total: total_windows,
+                window: windows.last().expect("just pushed"),
             };
+            Ok::<_, Error>(progress(&report).is_break())
+        };
         'outer: for chunk in chunks {
             let mut chunk = chunk?;
             while !chunk.is_empty() {
                 let take = (size - buffer.len()).min(chunk.len());
                 buffer.extend(chunk.drain(..take));
                 if buffer.len() == size {
-                    if run(&buffer, consumed, &mut windows)? {
+                    if run(&buffer, consumed, &mut windows).await? {
                         cancelled = true;
                         break 'outer;
                     }
@@ -458,7 +550,7 @@ impl Transcriber {
             }
         }
         if !cancelled && !buffer.is_empty() {
-            cancelled = run(&buffer, consumed, &mut windows)?;
+            cancelled = run(&buffer, consumed, &mut windows).await?;
             consumed += buffer.len();
         }
         if consumed == 0 && !cancelled {

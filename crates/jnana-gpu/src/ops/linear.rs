@@ -1,6 +1,8 @@
 use crate::{Error, Gpu, GpuTensor, Result};
 
 const SHADER: &str = include_str!("linear.wgsl");
+/// Up to this many rows (one workgroup's), the product runs column-parallel instead of in tiles.
+const NARROW_ROWS: usize = 8;
 
 /// `x · wᵀ + b` with `w` as `[out, in]` (PyTorch's layout); `x` is `[..., in]`.
 pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
@@ -32,14 +34,34 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
         k: k as u32,
         has_bias: b.is_some() as u32,
     });
-    let pipeline = gpu.pipeline("linear", SHADER, "main");
-    let groups = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1];
-    if groups[0] > 65_535 || groups[1] > 65_535 {
-        return Err(Error::Shape {
-            op: "linear",
-            detail: format!("{m}×{n} outputs exceed one dispatch"),
-        });
-    }
+    let (pipeline, groups) = if m <= NARROW_ROWS {
+        let lanes = gpu.max_lanes;
+        let variant = [1, 2, 4, 8, 16, 32]
+            .iter()
+            .position(|&l| l == lanes)
+            .expect("a power of two ≤ 32");
+        let key = [
+            "linear/narrow1",
+            "linear/narrow2",
+            "linear/narrow4",
+            "linear/narrow8",
+            "linear/narrow16",
+            "linear/narrow32",
+        ][variant];
+        let source = format!("const LANES: u32 = {lanes}u;\n{SHADER}");
+        let [gx, gz, _] = super::grid(n.div_ceil(64 / lanes), 1);
+        (gpu.pipeline(key, &source, "narrow"), [gx, 1, gz])
+    } else {
+        let groups = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1];
+        if groups[0] > 65_535 || groups[1] > 65_535 {
+            return Err(Error::Shape {
+                op: "linear",
+                detail: format!("{m}×{n} outputs exceed one dispatch"),
+            });
+        }
+        let source = format!("const LANES: u32 = 1u;\n{SHADER}");
+        (gpu.pipeline("linear", &source, "main"), groups)
+    };
     gpu.dispatch(
         &pipeline,
         &[

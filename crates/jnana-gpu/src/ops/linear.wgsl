@@ -34,3 +34,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         y[row * p.n + col] = acc;
     }
 }
+
+// Few rows (a decode step): `LANES` (prepended) threads per output column, 64 / LANES columns
+// and up to 8 rows per workgroup, each lane summing every LANES-th product along k (adjacent
+// lanes read adjacent weights).
+var<workgroup> part: array<array<f32, 8>, 64>;
+
+@compute @workgroup_size(64)
+fn narrow(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let t = lid.x;
+    let lane = t % LANES;
+    let col = (wg.x + wg.z * nwg.x) * (64u / LANES) + t / LANES;
+    let row0 = wg.y * 8u;
+    let rows = min(8u, p.m - row0);
+    for (var r = 0u; r < rows; r = r + 1u) {
+        var acc = 0.0;
+        if (col < p.n) {
+            let xb = (row0 + r) * p.k;
+            let wb = col * p.k;
+            for (var i = lane; i < p.k; i = i + LANES) { acc = acc + x[xb + i] * w[wb + i]; }
+        }
+        part[t][r] = acc;
+    }
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            for (var r = 0u; r < rows; r = r + 1u) { part[t][r] = part[t][r] + part[t + s][r]; }
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && col < p.n) {
+        var bias = 0.0;
+        if (p.has_bias != 0u) { bias = b[col]; }
+        for (var r = 0u; r < rows; r = r + 1u) { y[(row0 + r) * p.n + col] = part[t][r] + bias; }
+    }
+}

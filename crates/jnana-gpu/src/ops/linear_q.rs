@@ -226,22 +226,6 @@ const KEYS_Q8: [&str; 6] = [
 /// `x · Wᵀ + b` with `W` quantized; activations stay f32 (no activation rounding, unlike the
 /// CPU's integer-dot kernels, so this matches the dequantized reference).
 pub fn linear_q(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, b: Option<&GpuTensor>) -> Result<GpuTensor> {
-    // Threads per column: at most 32 on a real GPU. A software adapter (lavapipe, SwiftShader)
-    // runs a workgroup's threads as CPU SIMD lanes, where one column per thread is ~4× faster
-    // than splitting k (measured on lavapipe).
-    let most = if gpu.summary.fallback { 2 } else { 32 };
-    linear_q_lanes(gpu, x, w, b, most)
-}
-
-/// [`linear_q`] with at most `max_lanes` threads per output column (a power of two ≤ 32), for
-/// tests and tuning.
-pub fn linear_q_lanes(
-    gpu: &Gpu,
-    x: &GpuTensor,
-    w: &QMatrix,
-    b: Option<&GpuTensor>,
-    max_lanes: usize,
-) -> Result<GpuTensor> {
     let (m, k) = x.rows_cols();
     if k != w.k || b.is_some_and(|b| b.elem_count() != w.n) {
         return Err(Error::Shape {
@@ -253,9 +237,7 @@ pub fn linear_q_lanes(
     *shape.last_mut().expect("x has a last dimension") = w.n;
     let y = gpu.zeros(&shape)?;
     // Enough lanes to cover k's groups of 32 once.
-    let lanes = (w.k / 32)
-        .next_power_of_two()
-        .clamp(1, max_lanes.next_power_of_two().min(32));
+    let lanes = (w.k / 32).next_power_of_two().clamp(1, gpu.max_lanes);
     let variant = LANES
         .iter()
         .position(|&l| l == lanes)

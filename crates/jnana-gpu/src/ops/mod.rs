@@ -20,7 +20,7 @@ pub use conv1d::conv1d;
 pub use embedding::embedding;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
-pub use linear_q::{linear_q, linear_q_lanes, GgmlBlocks, QMatrix};
+pub use linear_q::{linear_q, GgmlBlocks, QMatrix};
 pub use rotary::{rotary, RotaryTables};
 pub use softmax::softmax_last_dim;
 

@@ -22,3 +22,15 @@ pub fn max_abs_diff(a: &[f32], b: &Tensor) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// One device per split of a matrix-vector product (1 to 32 threads per output column), so the
+/// splits a real GPU takes are tested on a software adapter too.
+pub fn gpus_by_lanes() -> &'static [jnana_gpu::Gpu] {
+    static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+    GPUS.get_or_init(|| {
+        [1, 2, 4, 8, 16, 32]
+            .into_iter()
+            .map(|l| Gpu::new_blocking().unwrap().with_max_lanes(l))
+            .collect()
+    })
+}
