@@ -120,8 +120,8 @@ async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String
         }
         _ => {}
     }
-    match on_gpu(model).await {
-        Ok((conversation, summary)) => {
+    match on_gpu(model, compute).await {
+        Ok(Some((conversation, summary))) => {
             let mut note = "Language, vision and speech models on the GPU.".to_string();
             if summary.fallback {
                 note.push_str(" This adapter is a software renderer, so it is slow.");
@@ -131,6 +131,10 @@ async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String
             }
             (conversation, format!("WebGPU ({})", summary.name), note)
         }
+        Ok(None) => on_cpu(
+            "This browser's WebGPU is a software renderer, slower than the CPU path: computing on \
+             the CPU (choose WebGPU under Settings → Compute on to use it anyway).",
+        ),
         Err(e) => {
             let conversation = model.new_conversation();
             let note = format!("WebGPU could not start ({e}); computing on the CPU.");
@@ -139,7 +143,12 @@ async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String
     }
 }
 
-async fn on_gpu(model: &Jnana) -> Result<(Conversation, jnana_gpu::AdapterSummary), String> {
+/// The models on the GPU; `None` when the choice is automatic and the adapter is a software
+/// renderer (the CPU path is faster than one).
+async fn on_gpu(
+    model: &Jnana,
+    compute: Compute,
+) -> Result<Option<(Conversation, jnana_gpu::AdapterSummary)>, String> {
     let progress = |step, what: String| {
         post(&FromWorker::LoadProgress {
             step,
@@ -150,6 +159,9 @@ async fn on_gpu(model: &Jnana) -> Result<(Conversation, jnana_gpu::AdapterSummar
     progress(1, "starting WebGPU".into());
     let gpu = jnana_gpu::Gpu::new().await.map_err(|e| e.to_string())?;
     let summary = gpu.summary.clone();
+    if summary.fallback && compute == Compute::Auto {
+        return Ok(None);
+    }
     let mut step = 1;
     let models = GpuModels::upload(Rc::new(gpu), model, &mut |what| {
         step += 1;
@@ -157,7 +169,10 @@ async fn on_gpu(model: &Jnana) -> Result<(Conversation, jnana_gpu::AdapterSummar
     })
     .map_err(|e| e.to_string())?;
     let engine = models.engine().map_err(|e| e.to_string())?;
-    Ok((Conversation::with_engine(model, Box::new(engine)), summary))
+    Ok(Some((
+        Conversation::with_engine(model, Box::new(engine)),
+        summary,
+    )))
 }
 
 impl Engine {

@@ -216,6 +216,11 @@ test('WebGPU: the same profile with WebGPU enabled answers on the GPU engine wit
   // --enable-unsafe-webgpu gives headless Chromium a SwiftShader adapter (no shader-f16).
   const { context, page } = await launch(profile, ['--enable-unsafe-webgpu']);
   try {
+    // Left to choose, the app keeps the CPU: SwiftShader is slower than it, and says so.
+    await page.goto(appUrl());
+    await waitReady(page);
+    assert.match(await byTestId(page, 'backend').innerText(), /CPU/);
+    assert.match(await byTestId(page, 'backend').getAttribute('title'), /software renderer, slower than the CPU path/);
     await page.goto(`${appUrl()}&compute=webgpu`);
     await waitReady(page, 300_000);
     const backend = byTestId(page, 'backend');

@@ -26,8 +26,36 @@ pub struct Gpu {
     pub summary: AdapterSummary,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     encoder: Mutex<Option<wgpu::CommandEncoder>>,
-    /// Most threads the matrix-vector kernels give one output column (see `with_max_lanes`).
-    pub(crate) max_lanes: usize,
+    pub(crate) tuning: Tuning,
+}
+
+/// Kernel choices that depend on the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Most threads a matrix-vector product gives one output column (a power of two ≤ 32).
+    pub max_lanes: usize,
+    /// Many-row float products in shared-memory tiles (GPUs) rather than per-thread 4×4 blocks
+    /// (software adapters, where workgroup barriers are costly).
+    pub tiles: bool,
+}
+
+impl Tuning {
+    /// A software adapter (lavapipe, SwiftShader) runs a workgroup's threads as CPU SIMD lanes:
+    /// one column per thread is ~4× faster than splitting k, and 4×4 blocks ~10× faster than
+    /// tiles (measured on lavapipe); a GPU wants a warp per column and tiles.
+    pub fn for_adapter(software: bool) -> Self {
+        if software {
+            Self {
+                max_lanes: 1,
+                tiles: false,
+            }
+        } else {
+            Self {
+                max_lanes: 32,
+                tiles: true,
+            }
+        }
+    }
 }
 
 impl Gpu {
@@ -73,19 +101,22 @@ impl Gpu {
             queue,
             pipelines: Mutex::new(HashMap::new()),
             encoder: Mutex::new(None),
-            // A software adapter (lavapipe, SwiftShader) runs a workgroup's threads as CPU SIMD
-            // lanes, where one column per thread is ~4× faster than splitting k (measured on
-            // lavapipe); a GPU wants a warp's worth per column.
-            max_lanes: if summary.fallback { 1 } else { 32 },
+            tuning: Tuning::for_adapter(summary.fallback),
             summary,
         })
     }
 
-    /// The matrix-vector kernels with at most `lanes` threads per output column (a power of two
-    /// ≤ 32), for tests and tuning.
-    pub fn with_max_lanes(mut self, lanes: usize) -> Self {
-        self.max_lanes = lanes.next_power_of_two().clamp(1, 32);
+    /// Other kernel choices than the adapter's (tests run every variant on one adapter).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = Tuning {
+            max_lanes: tuning.max_lanes.next_power_of_two().clamp(1, 32),
+            ..tuning
+        };
         self
+    }
+
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
     }
 
     /// [`Gpu::new`], blocking (native only: a browser cannot block).

@@ -14,6 +14,6 @@ pub mod models;
 pub mod ops;
 mod tensor;
 
-pub use device::{AdapterSummary, Gpu};
+pub use device::{AdapterSummary, Gpu, Tuning};
 pub use error::{Error, Result};
 pub use tensor::GpuTensor;

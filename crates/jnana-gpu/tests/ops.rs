@@ -134,8 +134,8 @@ fn linear_matches_candle() {
         if bias {
             reference = reference.broadcast_add(&cpu(&b, &[n])).unwrap();
         }
-        // Tiles for many rows; for few rows every split of k a GPU or software adapter takes.
-        for g in std::iter::once(g).chain(if m <= 8 { gpus_by_lanes() } else { &[] }) {
+        // Every kernel choice: blocks or tiles for many rows, every split of k for few.
+        for g in std::iter::once(g).chain(gpus_by_lanes()) {
             let gb = g.upload(&b, &[n]).unwrap();
             let y = ops::linear(
                 g,

@@ -35,7 +35,7 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
         has_bias: b.is_some() as u32,
     });
     let (pipeline, groups) = if m <= NARROW_ROWS {
-        let lanes = gpu.max_lanes;
+        let lanes = gpu.tuning.max_lanes;
         let variant = [1, 2, 4, 8, 16, 32]
             .iter()
             .position(|&l| l == lanes)
@@ -51,6 +51,13 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
         let source = format!("const LANES: u32 = {lanes}u;\n{SHADER}");
         let [gx, gz, _] = super::grid(n.div_ceil(64 / lanes), 1);
         (gpu.pipeline(key, &source, "narrow"), [gx, 1, gz])
+    } else if !gpu.tuning.tiles {
+        let source = format!("const LANES: u32 = 1u;\n{SHADER}");
+        let blocks = m.div_ceil(4) * n.div_ceil(4);
+        (
+            gpu.pipeline("linear/blocked", &source, "blocked"),
+            super::grid(blocks, 64),
+        )
     } else {
         let groups = [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1];
         if groups[0] > 65_535 || groups[1] > 65_535 {

@@ -73,3 +73,41 @@ fn narrow(
         for (var r = 0u; r < rows; r = r + 1u) { y[(row0 + r) * p.n + col] = part[t][r] + bias; }
     }
 }
+
+// Many rows on a software adapter (lavapipe, SwiftShader): workgroup barriers are costly there
+// and CPU caches do the staging, so each thread computes a 4×4 output block straight from
+// memory.
+@compute @workgroup_size(64)
+fn blocked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col_blocks = (p.n + 3u) / 4u;
+    let index = gid.x + gid.y * nwg.x * 64u;
+    let r0 = (index / col_blocks) * 4u;
+    let c0 = (index % col_blocks) * 4u;
+    if (r0 >= p.m) { return; }
+    // Rows and columns past the edge read the last one (in bounds) and are not written.
+    let xr = vec4<u32>(min(r0, p.m - 1u), min(r0 + 1u, p.m - 1u), min(r0 + 2u, p.m - 1u), min(r0 + 3u, p.m - 1u)) * p.k;
+    let wr = vec4<u32>(min(c0, p.n - 1u), min(c0 + 1u, p.n - 1u), min(c0 + 2u, p.n - 1u), min(c0 + 3u, p.n - 1u)) * p.k;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var i = 0u; i < p.k; i = i + 1u) {
+        let wv = vec4<f32>(w[wr.x + i], w[wr.y + i], w[wr.z + i], w[wr.w + i]);
+        a0 = a0 + x[xr.x + i] * wv;
+        a1 = a1 + x[xr.y + i] * wv;
+        a2 = a2 + x[xr.z + i] * wv;
+        a3 = a3 + x[xr.w + i] * wv;
+    }
+    var bias = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        bias = vec4<f32>(b[wr.x / p.k], b[wr.y / p.k], b[wr.z / p.k], b[wr.w / p.k]);
+    }
+    let rows = array<vec4<f32>, 4>(a0 + bias, a1 + bias, a2 + bias, a3 + bias);
+    for (var r = 0u; r < 4u; r = r + 1u) {
+        if (r0 + r < p.m) {
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                if (c0 + c < p.n) { y[(r0 + r) * p.n + c0 + c] = rows[r][c]; }
+            }
+        }
+    }
+}

@@ -237,7 +237,9 @@ pub fn linear_q(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, b: Option<&GpuTensor>) ->
     *shape.last_mut().expect("x has a last dimension") = w.n;
     let y = gpu.zeros(&shape)?;
     // Enough lanes to cover k's groups of 32 once.
-    let lanes = (w.k / 32).next_power_of_two().clamp(1, gpu.max_lanes);
+    let lanes = (w.k / 32)
+        .next_power_of_two()
+        .clamp(1, gpu.tuning.max_lanes);
     let variant = LANES
         .iter()
         .position(|&l| l == lanes)

@@ -23,14 +23,20 @@ pub fn max_abs_diff(a: &[f32], b: &Tensor) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// One device per split of a matrix-vector product (1 to 32 threads per output column), so the
-/// splits a real GPU takes are tested on a software adapter too.
+/// Devices tuned as a software adapter is (one thread per column, 4×4 blocks) and as a GPU is
+/// with every split of a matrix-vector product (2 to 32 threads per column, tiles), so the
+/// kernels a real GPU takes are tested on a software adapter too.
 pub fn gpus_by_lanes() -> &'static [jnana_gpu::Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
         [1, 2, 4, 8, 16, 32]
             .into_iter()
-            .map(|l| Gpu::new_blocking().unwrap().with_max_lanes(l))
+            .map(|l| {
+                Gpu::new_blocking().unwrap().with_tuning(jnana_gpu::Tuning {
+                    max_lanes: l,
+                    tiles: l > 1,
+                })
+            })
             .collect()
     })
 }
