@@ -18,25 +18,23 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
 }
 
-/// The manifest to use: `?manifest=URL`, else the last one chosen, else the public default.
-fn initial_manifest() -> String {
-    let from_query = web_sys::window()
+/// `?<param>=` of the page's address, else what was remembered under `jnana.<param>`.
+fn chosen(param: &str) -> Option<String> {
+    web_sys::window()
         .and_then(|w| w.location().search().ok())
         .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
-        .and_then(|p| p.get("manifest"));
-    from_query
-        .or_else(|| storage()?.get_item("jnana.manifest").ok()?)
-        .unwrap_or_else(|| DEFAULT_MANIFEST.to_string())
+        .and_then(|p| p.get(param))
+        .or_else(|| storage()?.get_item(&format!("jnana.{param}")).ok()?)
+}
+
+/// The manifest to use: `?manifest=URL`, else the last one chosen, else the public default.
+fn initial_manifest() -> String {
+    chosen("manifest").unwrap_or_else(|| DEFAULT_MANIFEST.to_string())
 }
 
 /// Where to compute: `?compute=auto|webgpu|cpu`, else the last choice, else automatic.
 fn initial_compute() -> Compute {
-    let from_query = web_sys::window()
-        .and_then(|w| w.location().search().ok())
-        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
-        .and_then(|p| p.get("compute"));
-    from_query
-        .or_else(|| storage()?.get_item("jnana.compute").ok()?)
+    chosen("compute")
         .and_then(|name| Compute::from_name(&name))
         .unwrap_or_default()
 }

@@ -47,6 +47,16 @@ function run(cmd, args) {
   return r;
 }
 
+/** Sets "Max new tokens" through the settings panel, as a user would. */
+async function setMaxTokens(page, n) {
+  const settings = page.getByRole('button', { name: 'Settings' });
+  await settings.click();
+  const maxTokens = page.getByLabel('Max new tokens');
+  await maxTokens.fill(String(n));
+  await maxTokens.press('Tab');
+  await settings.click();
+}
+
 function newProfile() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jnana-chromium-'));
   profiles.push(dir);
@@ -114,11 +124,7 @@ test('second visit: loads from storage with zero weight requests, then answers l
 
     const newConversation = () => byTestId(page, 'new-conversation').click();
     // Fewer tokens per answer keep the comparison quick (the settings panel is part of the app).
-    await page.getByRole('button', { name: 'Settings' }).click();
-    const maxTokens = page.getByLabel('Max new tokens');
-    await maxTokens.fill(String(MAX_TOKENS));
-    await maxTokens.press('Tab');
-    await page.getByRole('button', { name: 'Settings' }).click();
+    await setMaxTokens(page, MAX_TOKENS);
 
     // Text only (Enter sends).
     const question = 'What is shown in this picture?';
@@ -163,10 +169,7 @@ test('second visit: loads from storage with zero weight requests, then answers l
     assert.deepEqual(all.ids, cli(['--image', IMAGE, '--audio', WAV, '--text', question]).ids, 'image+audio+text: same ids as native');
 
     // Stop cancels mid-answer: a long answer is asked for, and stopped once it streams.
-    await page.getByRole('button', { name: 'Settings' }).click();
-    await maxTokens.fill('1500');
-    await maxTokens.press('Tab');
-    await page.getByRole('button', { name: 'Settings' }).click();
+    await setMaxTokens(page, 1500);
     // A picture that is not one gets a clear message in place of an answer; the chat goes on.
     await newConversation();
     await byTestId(page, 'image-input').setInputFiles({ name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not a picture at all') });
@@ -226,11 +229,7 @@ test('WebGPU: the same profile with WebGPU enabled answers on the GPU engine wit
     const backend = byTestId(page, 'backend');
     assert.match(await backend.innerText(), /WebGPU/, 'the badge names the engine');
     assert.match(await backend.getAttribute('title'), /GPU.*software renderer.*shader-f16/s, 'the note says why and how');
-    await page.getByRole('button', { name: 'Settings' }).click();
-    const maxTokens = page.getByLabel('Max new tokens');
-    await maxTokens.fill(String(MAX_TOKENS));
-    await maxTokens.press('Tab');
-    await page.getByRole('button', { name: 'Settings' }).click();
+    await setMaxTokens(page, MAX_TOKENS);
 
     const question = 'What is shown in this picture?';
     await byTestId(page, 'question').fill(question);

@@ -2,32 +2,17 @@
 //! answers as the CPU models of the same tiny random bundle (float reference: dequantized
 //! weights), for a picture + question and a follow-up on the same cache, greedy and sampled.
 
+mod common;
+
+use common::model::{fixture, tiny_bundle};
 use jnana::bundle::{self, LoadOptions, MemoryProvider};
-use jnana::synth::{self, SynthSpec};
 use jnana::weights::QuantizedMatmul;
 use jnana::{Conversation, GenerationParams, Jnana, Request};
 use jnana_gpu::engine::GpuModels;
-use std::path::Path;
 use std::rc::Rc;
 
-fn fixture(rel: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
-}
-
 fn tiny_model() -> Jnana {
-    let gpt2 = std::fs::read_to_string(fixture("tokenizers/gpt2/tokenizer.json")).unwrap();
-    let (manifest, files) = synth::synthesize(
-        &SynthSpec::tiny(),
-        &synth::phi2_tokenizer_json(&gpt2).unwrap(),
-        Some(
-            &std::fs::read_to_string(fixture("tokenizers/whisper_multilingual/tokenizer.json"))
-                .unwrap(),
-        ),
-        &|_, _, _| {},
-    )
-    .unwrap();
+    let (manifest, files) = tiny_bundle(|_| {});
     bundle::load(
         &manifest,
         &mut MemoryProvider::from_files(&files),

@@ -2,29 +2,16 @@
 //! shipped on PyPI (tiny.en, and base, which also detects the language) transcribing `jfk.wav`
 //! give the CPU model's tokens and the right words.
 
+mod common;
+
 use candle_core::Device;
+use common::model::test_asset;
 use jnana::audio::AudioStream;
 use jnana::engine::now;
 use jnana::speech;
 use jnana_gpu::engine::GpuSpeech;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::rc::Rc;
-
-fn test_asset(rel: &str) -> PathBuf {
-    let root = std::env::var_os("JNANA_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let path = root.join(rel);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-test-assets.sh",
-        path.display()
-    );
-    path
-}
 
 fn audio() -> AudioStream {
     AudioStream::open(Box::new(

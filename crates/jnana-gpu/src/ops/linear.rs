@@ -36,10 +36,6 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
     });
     let (pipeline, groups) = if m <= NARROW_ROWS {
         let lanes = gpu.tuning.max_lanes;
-        let variant = [1, 2, 4, 8, 16, 32]
-            .iter()
-            .position(|&l| l == lanes)
-            .expect("a power of two ≤ 32");
         let key = [
             "linear/narrow1",
             "linear/narrow2",
@@ -47,12 +43,12 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
             "linear/narrow8",
             "linear/narrow16",
             "linear/narrow32",
-        ][variant];
-        let source = format!("const LANES: u32 = {lanes}u;\n{SHADER}");
+        ][super::lane_split(lanes)];
+        let source = super::with_lanes("", lanes, SHADER);
         let [gx, gz, _] = super::grid(n.div_ceil(64 / lanes), 1);
         (gpu.pipeline(key, &source, "narrow"), [gx, 1, gz])
     } else if !gpu.tuning.tiles {
-        let source = format!("const LANES: u32 = 1u;\n{SHADER}");
+        let source = super::with_lanes("", 1, SHADER);
         let blocks = m.div_ceil(4) * n.div_ceil(4);
         (
             gpu.pipeline("linear/blocked", &source, "blocked"),
@@ -66,7 +62,7 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
                 detail: format!("{m}×{n} outputs exceed one dispatch"),
             });
         }
-        let source = format!("const LANES: u32 = 1u;\n{SHADER}");
+        let source = super::with_lanes("", 1, SHADER);
         (gpu.pipeline("linear", &source, "main"), groups)
     };
     gpu.dispatch(

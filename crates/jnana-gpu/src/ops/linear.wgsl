@@ -38,7 +38,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // Few rows (a decode step): `LANES` (prepended) threads per output column, 64 / LANES columns
 // and up to 8 rows per workgroup, each lane summing every LANES-th product along k (adjacent
 // lanes read adjacent weights).
-var<workgroup> part: array<array<f32, 8>, 64>;
 
 @compute @workgroup_size(64)
 fn narrow(
@@ -58,19 +57,13 @@ fn narrow(
             let wb = col * p.k;
             for (var i = lane; i < p.k; i = i + LANES) { acc = acc + x[xb + i] * w[wb + i]; }
         }
-        part[t][r] = acc;
+        lane_sums[t][r] = acc;
     }
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
-        if (lane < s) {
-            for (var r = 0u; r < rows; r = r + 1u) { part[t][r] = part[t][r] + part[t + s][r]; }
-        }
-        workgroupBarrier();
-    }
+    sum_lanes(t, lane, rows);
     if (lane == 0u && col < p.n) {
         var bias = 0.0;
         if (p.has_bias != 0u) { bias = b[col]; }
-        for (var r = 0u; r < rows; r = r + 1u) { y[(row0 + r) * p.n + col] = part[t][r] + bias; }
+        for (var r = 0u; r < rows; r = r + 1u) { y[(row0 + r) * p.n + col] = lane_sums[t][r] + bias; }
     }
 }
 

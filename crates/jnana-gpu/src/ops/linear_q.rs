@@ -205,7 +205,6 @@ fn pack_nibbles(nibbles: impl Iterator<Item = u8>, words: &mut [u32]) {
     }
 }
 
-const LANES: [usize; 6] = [1, 2, 4, 8, 16, 32];
 const KEYS_Q4: [&str; 6] = [
     "linear_q4/1",
     "linear_q4/2",
@@ -240,16 +239,13 @@ pub fn linear_q(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, b: Option<&GpuTensor>) ->
     let lanes = (w.k / 32)
         .next_power_of_two()
         .clamp(1, gpu.tuning.max_lanes);
-    let variant = LANES
-        .iter()
-        .position(|&l| l == lanes)
-        .expect("a power of two ≤ 32");
+    let variant = super::lane_split(lanes);
     let (key, bits) = if w.bits == 4 {
         (KEYS_Q4[variant], 4)
     } else {
         (KEYS_Q8[variant], 8)
     };
-    let source = format!("const BITS: u32 = {bits}u;\nconst LANES: u32 = {lanes}u;\n{SHADER}");
+    let source = super::with_lanes(&format!("const BITS: u32 = {bits}u;\n"), lanes, SHADER);
     let pipeline = gpu.pipeline(key, &source, "main");
     let bias = b.map_or(&x.buffer, |b| &b.buffer);
     for part in &w.parts {

@@ -18,7 +18,6 @@ const WG: u32 = 64u;
 const COLS: u32 = WG / LANES;
 const ROWS: u32 = 8u;
 const WORDS: u32 = BITS * 32u / 32u;  // words per group of 32 values
-var<workgroup> partial: array<array<f32, 8>, 64>;
 
 // The i-th four quantized values of a word (i = 0 or 1 for 4-bit words, 0 for 8-bit ones).
 fn four(word: u32, i: u32) -> vec4<f32> {
@@ -72,20 +71,14 @@ fn main(
                 acc = acc + sm.x * xq - sm.y * (xs.x + xs.y + xs.z + xs.w);
             }
         }
-        partial[t][r] = acc;
+        lane_sums[t][r] = acc;
     }
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
-        if (lane < s) {
-            for (var r = 0u; r < rows; r = r + 1u) { partial[t][r] = partial[t][r] + partial[t + s][r]; }
-        }
-        workgroupBarrier();
-    }
+    sum_lanes(t, lane, rows);
     if (lane == 0u && col < p.n) {
         var bias = 0.0;
         if (p.has_bias != 0u) { bias = b[p.col0 + col]; }
         for (var r = 0u; r < rows; r = r + 1u) {
-            y[(row0 + r) * p.stride + p.col0 + col] = partial[t][r] + bias;
+            y[(row0 + r) * p.stride + p.col0 + col] = lane_sums[t][r] + bias;
         }
     }
 }

@@ -44,3 +44,23 @@ pub(crate) struct MatmulParams {
     pub k: u32,
     pub has_bias: u32,
 }
+
+/// Threads per output column the matrix-vector kernels come in (`Tuning::max_lanes` picks).
+pub(crate) const LANE_SPLITS: [usize; 6] = [1, 2, 4, 8, 16, 32];
+
+/// Which of `LANE_SPLITS` `lanes` is (to pick a pipeline key).
+pub(crate) fn lane_split(lanes: usize) -> usize {
+    LANE_SPLITS
+        .iter()
+        .position(|&l| l == lanes)
+        .expect("a power of two ≤ 32")
+}
+
+/// A kernel's source with `LANES` and the shared lane reduction in front of it (WGSL has no
+/// includes), after `consts`.
+pub(crate) fn with_lanes(consts: &str, lanes: usize, shader: &str) -> String {
+    format!(
+        "{consts}const LANES: u32 = {lanes}u;\n{}{shader}",
+        include_str!("column_lanes.wgsl")
+    )
+}

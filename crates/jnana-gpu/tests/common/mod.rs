@@ -1,6 +1,10 @@
 //! Shared by the GPU tests.
 #![allow(dead_code)]
 
+/// The model crate's test helpers (fixtures, tiny bundles, test assets).
+#[path = "../../../jnana/tests/common/mod.rs"]
+pub mod model;
+
 use candle_core::Tensor;
 use jnana_gpu::Gpu;
 use std::sync::OnceLock;
