@@ -4,7 +4,7 @@
 
 use crate::{Error, Result};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What the UI and the benchmarks say about the GPU in use.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,11 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
     encoder: Mutex<Option<wgpu::CommandEncoder>>,
     pub(crate) tuning: Tuning,
+    /// Why the device cannot be trusted any more: its loss (preferred: it explains the errors
+    /// that follow it) and the first error it reported outside any error scope. Every later
+    /// read-back fails with it (wgpu would otherwise panic natively or only log in a browser).
+    lost: Arc<Mutex<Option<String>>>,
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 /// Kernel choices that depend on the adapter.
@@ -82,6 +87,19 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Device(e.to_string()))?;
+        let (lost, fault) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
+        let record = |slot: &Arc<Mutex<Option<String>>>, message: String| {
+            slot.lock().expect("fault slot").get_or_insert(message);
+        };
+        let on_error = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e| record(&on_error, e.to_string())));
+        let on_lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            record(
+                &on_lost,
+                format!("the device was lost ({reason:?}: {message})"),
+            )
+        });
         let summary = AdapterSummary {
             // Browsers may hide the adapter's name.
             name: match (info.name.is_empty(), info.device_type) {
@@ -102,6 +120,8 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             encoder: Mutex::new(None),
             tuning: Tuning::for_adapter(summary.fallback),
+            lost,
+            fault,
             summary,
         })
     }
@@ -117,6 +137,18 @@ impl Gpu {
 
     pub fn tuning(&self) -> Tuning {
         self.tuning
+    }
+
+    /// The device's first uncaptured error or its loss, if any happened.
+    pub fn check(&self) -> Result<()> {
+        // Natively, callbacks (the loss report among them) run when the device is polled.
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        let lost = self.lost.lock().expect("fault slot").clone();
+        match lost.or_else(|| self.fault.lock().expect("fault slot").clone()) {
+            Some(message) => Err(Error::Failed(message)),
+            None => Ok(()),
+        }
     }
 
     /// [`Gpu::new`], blocking (native only: a browser cannot block).

@@ -4,6 +4,8 @@ pub enum Error {
     NoAdapter(String),
     #[error("the GPU refused to start: {0}")]
     Device(String),
+    #[error("the GPU failed: {0}")]
+    Failed(String),
     #[error("{what} needs {bytes} bytes in one buffer but this GPU binds at most {limit}")]
     TooLarge {
         what: String,

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use wgpu::util::DeviceExt;
 
 /// Cloning shares the buffer (ops never write their inputs).
 #[derive(Clone)]
@@ -60,21 +59,9 @@ impl Gpu {
             });
         }
         self.check_size("a tensor", (n.max(1) * 4) as u64)?;
-        // A zero-sized binding is invalid: empty tensors still get one element of storage.
-        let padded;
-        let bytes: &[u8] = if data.is_empty() {
-            padded = [0f32];
-            bytemuck::cast_slice(&padded)
-        } else {
-            bytemuck::cast_slice(data)
-        };
-        let buffer = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytes,
-                usage: USAGE,
-            });
+        self.check()?;
+        // An empty tensor still gets one element of storage (a zero-sized binding is invalid).
+        let buffer = self.buffer_from("tensor", bytemuck::cast_slice(data), USAGE);
         Ok(GpuTensor {
             buffer,
             shape: shape.to_vec(),
@@ -141,18 +128,36 @@ impl Gpu {
         Ok(out)
     }
 
+    /// A buffer holding `bytes` (a multiple of 4). Written through the queue rather than mapped at
+    /// creation: on a lost device that only records an error instead of panicking.
+    pub(crate) fn buffer_from(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.len().max(4) as u64,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, bytes);
+        buffer
+    }
+
     /// A small uniform buffer of an op's parameters.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        self.buffer_from(
+            "params",
+            bytemuck::bytes_of(value),
+            wgpu::BufferUsages::UNIFORM,
+        )
     }
 
     /// Submits the recorded work and reads `t` back.
     pub async fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        self.check()?;
         let bytes = (t.elem_count().max(1) * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read back"),
@@ -171,7 +176,10 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::ReadBack(e.to_string()))?;
-        mapped.await.map_err(Error::ReadBack)?;
+        let mapped = mapped.await;
+        // A failed step makes the mapping fail too; the device's own report says why.
+        self.check()?;
+        mapped.map_err(Error::ReadBack)?;
         let values = {
             let view = staging
                 .get_mapped_range(..)

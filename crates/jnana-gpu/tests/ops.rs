@@ -540,3 +540,21 @@ fn attention_with_a_kv_cache_matches_the_reference() {
         .to_string();
     assert!(e.contains("kv cache"), "{e}");
 }
+
+#[test]
+fn a_lost_device_fails_the_next_read_with_a_message_instead_of_crashing() {
+    // Its own device: the test destroys it.
+    let g = jnana_gpu::Gpu::new_blocking().unwrap();
+    let x = g.upload(&[1.0, 2.0], &[2]).unwrap();
+    assert_eq!(
+        g.read_blocking(&ops::add(&g, &x, &x).unwrap()).unwrap(),
+        [2.0, 4.0]
+    );
+    g.device.destroy();
+    let e = ops::add(&g, &x, &x)
+        .and_then(|y| g.read_blocking(&y))
+        .expect_err("a destroyed device computes nothing")
+        .to_string();
+    assert!(e.contains("GPU failed") && e.contains("lost"), "{e}");
+    assert!(g.check().is_err(), "the fault stays reported");
+}

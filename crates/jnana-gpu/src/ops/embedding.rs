@@ -1,6 +1,5 @@
 use super::grid;
 use crate::{Error, Gpu, GpuTensor, Result};
-use wgpu::util::DeviceExt;
 
 const SHADER: &str = include_str!("embedding.wgsl");
 
@@ -27,13 +26,11 @@ pub fn embedding(gpu: &Gpu, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor>
         });
     }
     let y = gpu.zeros(&[ids.len(), dim])?;
-    let ids_buffer = gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("ids"),
-            contents: bytemuck::cast_slice(if ids.is_empty() { &[0u32] } else { ids }),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+    let ids_buffer = gpu.buffer_from(
+        "ids",
+        bytemuck::cast_slice(ids),
+        wgpu::BufferUsages::STORAGE,
+    );
     let params = gpu.uniform(&Params {
         rows: ids.len() as u32,
         cols: dim as u32,

@@ -5,7 +5,6 @@
 
 use crate::{Error, Gpu, GpuTensor, Result};
 use half::f16;
-use wgpu::util::DeviceExt;
 
 const SHADER: &str = include_str!("linear_q.wgsl");
 
@@ -135,15 +134,10 @@ impl QMatrix {
                 }
             }
         }
+        gpu.check()?;
         let buffer = |what: &str, bytes: &[u8]| -> Result<wgpu::Buffer> {
             gpu.check_size(what, bytes.len() as u64)?;
-            Ok(gpu
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(what),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
-                }))
+            Ok(gpu.buffer_from(what, bytes, wgpu::BufferUsages::STORAGE))
         };
         let row_groups = k / 32;
         let row_bytes = (row_groups * words_per_group * 4).max(row_groups * 8) as u64;
