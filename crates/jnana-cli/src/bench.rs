@@ -3,7 +3,9 @@
 
 use crate::{chat, Backend};
 use anyhow::Result;
-use jnana::generation::{Generation, GenerationParams};
+use jnana::engine::{now, CandleEngine, LanguageEngine};
+use jnana::speech::{CandleWhisper, WhisperEngine};
+use std::rc::Rc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -32,50 +34,10 @@ pub struct BenchArgs {
     /// Audio for the Whisper measurement (default: 30 s of synthetic sound)
     #[arg(long)]
     pub audio: Option<std::path::PathBuf>,
-    /// Where Phi-2 runs: `cpu` (candle) or `wgpu` (the GPU engine; picture and speech stay on
-    /// the CPU for now)
+    /// Where the models run: `cpu` (candle) or `wgpu` (the GPU engine: Phi-2, CLIP + projector
+    /// and Whisper)
     #[arg(long, default_value = "cpu")]
     pub backend: Backend,
-}
-
-/// Prefill and decode speeds (tokens/s) of Phi-2 on the GPU engine, and the adapter's name.
-fn gpu_language_model(
-    phi: &jnana::models::phi2::Phi2,
-    prompt: &[u32],
-    decode_tokens: usize,
-    runs: usize,
-) -> Result<(Vec<f64>, Vec<f64>, String, f64)> {
-    let gpu = jnana_gpu::Gpu::new_blocking()?;
-    let t = Instant::now();
-    let model = jnana_gpu::models::phi2::GpuPhi2::upload(&gpu, phi)?;
-    let upload_s = t.elapsed().as_secs_f64();
-    let embed =
-        |ids: &[u32]| -> Result<Vec<f32>> { Ok(phi.embed(ids)?.flatten_all()?.to_vec1::<f32>()?) };
-    let prompt_embeds = embed(prompt)?;
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut cache = model.new_cache(&gpu)?;
-        let t = Instant::now();
-        let mut id = pollster::block_on(model.next_greedy(&gpu, &prompt_embeds, &mut cache))?;
-        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for _ in 0..decode_tokens {
-            id = pollster::block_on(model.next_greedy(&gpu, &embed(&[id])?, &mut cache))?;
-        }
-        decode.push(decode_tokens as f64 / t.elapsed().as_secs_f64());
-    }
-    let s = &gpu.summary;
-    Ok((
-        prefill,
-        decode,
-        format!(
-            "wgpu {} on {}{}",
-            s.backend,
-            s.name,
-            if s.fallback { " (software)" } else { "" }
-        ),
-        upload_s,
-    ))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -103,40 +65,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|i| (i * 7919 + 13) % vocab.min(50000))
         .collect();
     let embeds = phi.embed(&prompt)?.unsqueeze(0)?;
-    let params = GenerationParams {
-        max_new_tokens: args.decode_tokens,
-        ..GenerationParams::default()
+    let whisper = match &args.whisper {
+        Some(dir) => Some(crate::transcribe::load_model(dir)?),
+        None => model.speech.clone(),
     };
-    let (prefill, decode, device, gpu_upload_s) = match args.backend {
+    // The engines: candle, or the GPU engine with every model uploaded.
+    let mut gpu_upload = None;
+    let mut device = format!("{:?}", model.device());
+    let (mut engine, gpu_speech): (Box<dyn LanguageEngine>, _) = match args.backend {
+        Backend::Cpu => (Box::new(CandleEngine::new(phi.clone())), None),
         Backend::Wgpu => {
-            let (p, d, name, up) = gpu_language_model(phi, &prompt, args.decode_tokens, runs)?;
-            (p, d, name, Some(up))
-        }
-        Backend::Cpu => {
-            let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let mut cache = phi.new_cache();
-                let t = Instant::now();
-                let mut generation = Generation::start(
-                    phi,
-                    &mut cache,
-                    &embeds,
-                    &params,
-                    None,
-                    model.vocab_limit(),
-                )?;
-                prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-                generation.next_token(phi, &mut cache)?;
-                let t = Instant::now();
-                let mut produced = 0;
-                while generation.next_token(phi, &mut cache)?.is_some() {
-                    produced += 1;
+            let gpu = Rc::new(jnana_gpu::Gpu::new_blocking()?);
+            let t = Instant::now();
+            let models = jnana_gpu::engine::GpuModels::upload(gpu.clone(), &model, &mut |_| {})?;
+            let speech = match (&args.whisper, &whisper) {
+                (Some(_), Some(t)) => {
+                    Some(jnana_gpu::engine::GpuSpeech::upload(gpu.clone(), &t.model)?)
                 }
-                decode.push(produced as f64 / t.elapsed().as_secs_f64());
-            }
-            (prefill, decode, format!("{:?}", model.device()), None)
+                _ => models.speech().cloned(),
+            };
+            gpu_upload = Some((t.elapsed().as_secs_f64(), gpu.uploaded_bytes()));
+            let s = &gpu.summary;
+            device = format!(
+                "wgpu {} on {}{}",
+                s.backend,
+                s.name,
+                if s.fallback { " (software)" } else { "" }
+            );
+            (Box::new(models.engine()?), speech)
         }
     };
+    let greedy =
+        |logits: &candle_core::Tensor| -> Result<u32> { Ok(logits.argmax(0)?.to_scalar::<u32>()?) };
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        engine.clear();
+        let t = Instant::now();
+        let mut id = greedy(&now(engine.forward(&embeds))??)?;
+        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..args.decode_tokens {
+            let next = phi.embed(&[id])?.unsqueeze(0)?;
+            id = greedy(&now(engine.forward(&next))??)?;
+        }
+        decode.push(args.decode_tokens as f64 / t.elapsed().as_secs_f64());
+    }
     let image_ms = match &model.vision {
         None => None,
         Some(_) => {
@@ -144,15 +117,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut times = Vec::new();
             for _ in 0..runs {
                 let t = Instant::now();
-                model.encode_image(&picture)?;
+                let pixels = model.pixel_values(&picture)?;
+                match engine.encode_pixels(&pixels) {
+                    Some(on_engine) => now(on_engine)??,
+                    None => model.encode_pixels(&pixels)?,
+                };
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             Some(median(times))
         }
-    };
-    let whisper = match &args.whisper {
-        Some(dir) => Some(crate::transcribe::load_model(dir)?),
-        None => model.speech.clone(),
     };
     let whisper_rtf = match &whisper {
         None => None,
@@ -164,19 +137,33 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 None => synthetic_sound(30.0),
             };
+            let candle = CandleWhisper(&t.model);
+            let speech: &dyn WhisperEngine = match &gpu_speech {
+                Some(g) => g,
+                None => &candle,
+            };
+            let windows = samples.len().div_ceil(t.window_samples());
             let mut rtf = Vec::new();
             for _ in 0..runs {
                 let t0 = Instant::now();
-                let out = t.transcribe(&samples, |_| std::ops::ControlFlow::Continue(()))?;
+                let out = now(t.transcribe_chunks_on(
+                    speech,
+                    std::iter::once(Ok(samples.clone())),
+                    Some(windows),
+                    |_| std::ops::ControlFlow::Continue(()),
+                ))??;
                 rtf.push(out.audio_seconds / t0.elapsed().as_secs_f64());
             }
             Some(median(rtf))
         }
     };
+    let gpu_upload_s = gpu_upload.map(|(s, _)| s);
+    let gpu_weights_mb = gpu_upload.map(|(_, bytes)| bytes as f64 / 1e6);
     let report = serde_json::json!({
         "bundle": args.bundle.display().to_string(),
         "device": device,
         "gpu_upload_s": gpu_upload_s,
+        "gpu_weights_mb": gpu_weights_mb,
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "load_s": load_s,
         "prompt_tokens": prompt.len(),
@@ -199,8 +186,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         report["threads"]
     );
     println!("load              {load_s:.2} s");
-    if let Some(up) = gpu_upload_s {
-        println!("upload to GPU     {up:.2} s");
+    if let (Some(up), Some(mb)) = (gpu_upload_s, gpu_weights_mb) {
+        println!("upload to GPU     {up:.2} s ({mb:.0} MB of weights in GPU memory)");
     }
     println!(
         "prefill           {:.1} tok/s ({} tokens)",

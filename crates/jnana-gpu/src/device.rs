@@ -32,6 +32,8 @@ pub struct Gpu {
     /// read-back fails with it (wgpu would otherwise panic natively or only log in a browser).
     lost: Arc<Mutex<Option<String>>>,
     fault: Arc<Mutex<Option<String>>>,
+    /// Bytes written into GPU buffers so far (weights, inputs and parameters).
+    pub(crate) uploaded: std::sync::atomic::AtomicU64,
 }
 
 /// Kernel choices that depend on the adapter.
@@ -122,6 +124,7 @@ impl Gpu {
             tuning: Tuning::for_adapter(summary.fallback),
             lost,
             fault,
+            uploaded: Default::default(),
             summary,
         })
     }
@@ -137,6 +140,11 @@ impl Gpu {
 
     pub fn tuning(&self) -> Tuning {
         self.tuning
+    }
+
+    /// Bytes written into GPU buffers so far; after uploading models, about their GPU memory.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The device's first uncaptured error or its loss, if any happened.
