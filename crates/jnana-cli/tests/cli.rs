@@ -307,6 +307,62 @@ fn bench_prints_its_numbers() {
 }
 
 #[test]
+fn the_gpu_backend_chats_benches_and_checks_fixtures() {
+    let dir = synth_tiny("gpu");
+    let chat = |extra: &[&str]| {
+        let out = run(jnana()
+            .args(["chat", "--bundle"])
+            .arg(&dir)
+            .args([
+                "--text",
+                "What is in the picture?",
+                "--max-tokens",
+                "16",
+                "--ids",
+            ])
+            .args(extra));
+        (
+            ids(&out.stderr),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The GPU computes in f32 on the quantized blocks: the float CPU path is its reference.
+    let (gpu_ids, gpu_log) = chat(&["--backend", "wgpu"]);
+    assert!(gpu_log.contains("computing on: GPU"), "{gpu_log}");
+    assert_eq!(gpu_ids, chat(&["--dequantize"]).0);
+    let out = run(jnana().args(["bench", "--bundle"]).arg(&dir).args([
+        "--backend",
+        "wgpu",
+        "--prompt-tokens",
+        "16",
+        "--decode-tokens",
+        "4",
+        "--runs",
+        "1",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "gpu_upload_s",
+        "gpu_weights_mb",
+        "prefill_tok_per_s",
+        "decode_tok_per_s",
+        "image_encode_ms",
+    ] {
+        let v = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {report}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    assert!(report["device"].as_str().unwrap().starts_with("wgpu"));
+    let out = run(jnana()
+        .args(["conformance", "--backend", "wgpu"])
+        .arg(fixture("projector")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(wgpu)"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn transcribe_and_convert_real_whisper_weights() {
     let jfk = test_asset("jfk.wav");
     let ct2 = test_asset("whisper-tiny.en");
