@@ -81,7 +81,7 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
         files.insert(entry.name.clone(), parts);
     }
     let mut provider = StoredFiles { files };
-    let model = bundle::load(
+    let mut model = bundle::load(
         &manifest,
         &mut provider,
         &LoadOptions::default(),
@@ -96,6 +96,10 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
     .map_err(|e| e.to_string())?;
     drop(provider);
     let (conversation, backend, note) = place(&model, compute).await;
+    if conversation.engine_name().starts_with("GPU") {
+        // The GPU holds the layers now; the page keeps only what the pipeline still uses.
+        model.release_layers();
+    }
     post(&FromWorker::Loaded {
         name: state.name,
         backend,

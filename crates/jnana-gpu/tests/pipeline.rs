@@ -74,16 +74,34 @@ fn gpu_conversation_answers_as_the_cpu_one() {
             ..GenerationParams::default()
         },
     ] {
-        let mut on_gpu = Conversation::with_engine(&model, Box::new(models.engine().unwrap()));
+        // Once on the GPU, the CPU copies of the layers can go; the pipeline needs only the rest.
+        let mut light = model.clone();
+        light.release_layers();
+        let mut on_gpu = Conversation::with_engine(&light, Box::new(models.engine().unwrap()));
         assert!(
             on_gpu.engine_name().starts_with("GPU"),
             "{}",
             on_gpu.engine_name()
         );
-        let gpu_ids = answers(&model, &mut on_gpu, &params);
+        let gpu_ids = answers(&light, &mut on_gpu, &params);
         let cpu_ids = answers(&model, &mut model.new_conversation(), &params);
         assert!(gpu_ids.iter().all(|a| !a.is_empty()));
         assert_eq!(gpu_ids, cpu_ids, "temperature {}", params.temperature);
         assert_eq!(on_gpu.encoded_images(), 1);
+        // The released CPU models refuse to compute, and say why.
+        let e = light
+            .new_conversation()
+            .ask(
+                &light,
+                &Request {
+                    text: Some("Hello".into()),
+                    ..Request::default()
+                },
+                &params,
+                |_| std::ops::ControlFlow::Continue(()),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("moved to the GPU engine"), "{e}");
     }
 }

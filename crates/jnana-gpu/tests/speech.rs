@@ -32,8 +32,11 @@ fn gpu_whisper_transcribes_as_the_cpu_one() {
         let cpu = t
             .transcribe_chunks(audio(), None, |_| ControlFlow::Continue(()))
             .unwrap();
+        // The GPU needs none of the CPU copy's layers.
+        let mut light = t.clone();
+        light.model.release_layers();
         let gpu_text =
-            now(t.transcribe_chunks_on(&on_gpu, audio(), None, |_| ControlFlow::Continue(())))
+            now(light.transcribe_chunks_on(&on_gpu, audio(), None, |_| ControlFlow::Continue(())))
                 .unwrap()
                 .unwrap();
         println!("{model} on the GPU: {}", gpu_text.text);
@@ -53,5 +56,10 @@ fn gpu_whisper_transcribes_as_the_cpu_one() {
             "{model}: GPU and CPU tokens"
         );
         assert_eq!(gpu_text.windows[0].language, cpu.windows[0].language);
+        let e = light
+            .transcribe_chunks(audio(), None, |_| ControlFlow::Continue(()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("moved to the GPU engine"), "{e}");
     }
 }

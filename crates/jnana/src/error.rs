@@ -52,6 +52,13 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A model whose layers went to another engine (see the models' `release_layers`).
+    pub fn released(model: &str) -> Self {
+        Self::Engine(format!(
+            "{model}'s layers were moved to the GPU engine; load the model again to compute on the CPU"
+        ))
+    }
+
     pub fn file(file: impl Into<String>, message: impl fmt::Display) -> Self {
         Self::File {
             file: file.into(),

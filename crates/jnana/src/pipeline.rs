@@ -162,6 +162,19 @@ impl Jnana {
         })
     }
 
+    /// Frees the layers of every model once another engine holds them (after a GPU upload the
+    /// pipeline still needs the token embeddings, the tokenizers, the preprocessing and the
+    /// configs, nothing else). Computing on the CPU models is refused after, with a message.
+    pub fn release_layers(&mut self) {
+        self.phi.release_layers();
+        if let Some(v) = self.vision.as_mut() {
+            v.clip.release_layers();
+        }
+        if let Some(s) = self.speech.as_mut() {
+            s.model.release_layers();
+        }
+    }
+
     pub fn with_speech(mut self, speech: Option<Transcriber>) -> Self {
         self.speech = speech;
         self

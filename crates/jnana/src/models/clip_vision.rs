@@ -193,6 +193,11 @@ pub struct ClipVision {
 }
 
 impl ClipVision {
+    /// Frees the encoder layers once another engine holds them; computing here is refused after.
+    pub fn release_layers(&mut self) {
+        self.layers = Vec::new();
+    }
+
     /// `vb` points at `vision_model` (so names are `embeddings.*`, `encoder.layers.N.*`).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
@@ -237,6 +242,9 @@ impl ClipVision {
                 "pixel values have shape {dims:?}, expected [batch, {}, {}, {}]",
                 expected[0], expected[1], expected[2]
             )));
+        }
+        if self.layers.len() != self.config.num_hidden_layers {
+            return Err(Error::released("CLIP"));
         }
         let embeddings = self.embeddings.forward(pixel_values)?;
         let mut xs = self.pre_layrnorm.forward(&embeddings)?;

@@ -334,6 +334,22 @@ impl Whisper {
         &self.config
     }
 
+    /// Frees the encoder and decoder layers once another engine holds them; computing here is
+    /// refused after.
+    pub fn release_layers(&mut self) {
+        self.encoder_layers = Vec::new();
+        self.decoder_layers = Vec::new();
+    }
+
+    fn check_layers(&self) -> Result<()> {
+        if self.encoder_layers.len() != self.config.encoder_layers
+            || self.decoder_layers.len() != self.config.decoder_layers
+        {
+            return Err(Error::released("Whisper"));
+        }
+        Ok(())
+    }
+
     pub fn params(&self) -> WhisperParams<'_> {
         WhisperParams {
             conv1: (&self.conv1.0, &self.conv1.1),
@@ -370,6 +386,7 @@ impl Whisper {
 
     /// Encodes `[1, n_mels, 2 * max_source_positions]` log-mel features.
     pub fn encode(&self, mel: &Tensor) -> Result<EncoderOutput> {
+        self.check_layers()?;
         let want = [1, self.config.num_mel_bins, self.config.n_frames()];
         if mel.dims() != want {
             return Err(Error::Input(format!(
@@ -414,6 +431,7 @@ impl Whisper {
     /// Feeds `ids` after what `state` holds; returns the hidden states after
     /// `decoder.layer_norm`, `[1, ids, d_model]`.
     pub fn decode_hidden(&self, ids: &[u32], state: &mut DecoderState) -> Result<Tensor> {
+        self.check_layers()?;
         let offset = state.len();
         let device = self.device();
         let mut xs = self.decoder_embeddings(ids, offset)?.unsqueeze(0)?;

@@ -277,6 +277,12 @@ pub struct Phi2 {
 }
 
 impl Phi2 {
+    /// Frees the decoder layers once another engine holds them (the GPU engine uploads them):
+    /// token embeddings, which the pipeline keeps using, stay; computing here is refused after.
+    pub fn release_layers(&mut self) {
+        self.layers = Vec::new();
+    }
+
     /// Loads from weights named as in `PhiForCausalLM` (use [`layout::hf_view`] for GGUF files).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
         let m = vb.pp("model");
@@ -367,6 +373,9 @@ impl Phi2 {
                 "embeddings are {width} wide, the model expects {}",
                 self.config.hidden_size
             )));
+        }
+        if self.layers.len() != self.config.num_hidden_layers {
+            return Err(Error::released("Phi-2"));
         }
         let offset = cache.len();
         if seq_len == 0 {
