@@ -76,7 +76,12 @@ impl Engine for GpuEngine<'_> {
         let mut feed = values(embeds)?;
         let mut ids = Vec::new();
         while ids.len() < max_new {
-            let id = pollster::block_on(model.next_greedy(self.gpu, &feed, &mut cache))?;
+            let id = pollster::block_on(model.next_greedy(
+                self.gpu,
+                &feed,
+                &mut cache,
+                phi.config().vocab_size,
+            ))?;
             ids.push(id);
             if Some(id) == eos {
                 break;

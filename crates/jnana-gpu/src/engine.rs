@@ -114,6 +114,20 @@ impl LanguageEngine for GpuLanguageEngine {
         })
     }
 
+    fn forward_greedy<'a>(
+        &'a mut self,
+        embeds: &'a Tensor,
+        within: usize,
+    ) -> Option<LocalFuture<'a, jnana::Result<u32>>> {
+        Some(Box::pin(async move {
+            let m = &self.models;
+            let embeds = values(embeds)?;
+            Ok(m.phi
+                .next_greedy(&m.gpu, &embeds, &mut self.cache, within)
+                .await?)
+        }))
+    }
+
     fn speech(&self) -> Option<&dyn WhisperEngine> {
         self.models.speech.as_ref().map(|s| s as &dyn WhisperEngine)
     }

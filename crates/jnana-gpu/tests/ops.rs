@@ -344,10 +344,15 @@ fn add_embedding_and_argmax() {
     logits[2 * 51_200 + 777] = 9.0;
     logits[2 * 51_200 + 40_000] = 9.0;
     logits[10] = 20.0; // in an earlier row: ignored
+    logits[2 * 51_200 + 51_000] = 30.0; // past the vocabulary limit: ignored
     let x = g.upload(&logits, &[3, 51_200]).unwrap();
     assert_eq!(
-        pollster::block_on(ops::argmax_last_row(g, &x)).unwrap(),
+        pollster::block_on(ops::argmax_last_row(g, &x, 50_295)).unwrap(),
         777
+    );
+    assert_eq!(
+        pollster::block_on(ops::argmax_last_row(g, &x, 51_200)).unwrap(),
+        51_000
     );
 }
 

@@ -33,6 +33,16 @@ pub trait LanguageEngine {
     ) -> Option<LocalFuture<'a, Result<Tensor>>> {
         None
     }
+    /// The most likely next token among the first `within` ids after feeding `embeds`, when
+    /// the engine can pick it itself (the GPU reads back one id instead of the logits); `None`
+    /// means: use [`Self::forward`].
+    fn forward_greedy<'a>(
+        &'a mut self,
+        _embeds: &'a Tensor,
+        _within: usize,
+    ) -> Option<LocalFuture<'a, Result<u32>>> {
+        None
+    }
     /// This engine's Whisper, when it runs one; `None` leaves speech to the CPU models.
     fn speech(&self) -> Option<&dyn crate::speech::WhisperEngine> {
         None

@@ -85,6 +85,14 @@ impl CancelFlag {
     }
 }
 
+/// What an engine gives back after being fed the previous token.
+pub enum Fed {
+    /// The logits of the fed position, `[vocab]`: sampled here.
+    Logits(Tensor),
+    /// The token it picked itself (greedy generations only, see [`Generation::is_greedy`]).
+    Token(u32),
+}
+
 /// A generation in progress. The prompt is fed by [`Generation::start`]; each
 /// [`Generation::next_token`] feeds the previous token and samples the next one. It holds no
 /// borrows, so a caller can keep it across awaits (a browser worker yields between tokens).
@@ -158,14 +166,25 @@ impl Generation {
                 let logits = model
                     .embed(&[prev])
                     .and_then(|e| model.forward(&e.unsqueeze(0)?, cache));
-                std::future::ready(logits)
+                std::future::ready(logits.map(Fed::Logits))
             },
         ))?
     }
 
+    /// Whether the next token is simply the most likely one (greedy, no repeat penalty), so an
+    /// engine may pick it itself among the first [`Self::vocab_limit`] ids.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 && self.params.repeat_penalty == 1.0
+    }
+
+    /// Ids sampling may choose from.
+    pub fn vocab_limit(&self) -> usize {
+        self.vocab_limit
+    }
+
     /// The next answer token from any engine: `feed` gives the model the previous token and
-    /// returns the logits after it; `positions` is what the model's cache holds now and
-    /// `max_positions` its window.
+    /// returns the logits after it (or, for a greedy generation, the token it picked);
+    /// `positions` is what the model's cache holds now and `max_positions` its window.
     pub async fn next_token_with<F, Fut>(
         &mut self,
         positions: usize,
@@ -174,7 +193,7 @@ impl Generation {
     ) -> Result<Option<u32>>
     where
         F: FnOnce(u32) -> Fut,
-        Fut: std::future::Future<Output = Result<Tensor>>,
+        Fut: std::future::Future<Output = Result<Fed>>,
     {
         if self.finish.is_some() {
             return Ok(None);
@@ -183,8 +202,8 @@ impl Generation {
             self.finish = Some(FinishReason::Cancelled);
             return Ok(None);
         }
-        let logits = match (self.logits.take(), self.pending) {
-            (Some(logits), _) => logits,
+        let fed = match (self.logits.take(), self.pending) {
+            (Some(logits), _) => Fed::Logits(logits),
             (None, Some(prev)) => {
                 if positions >= max_positions {
                     self.finish = Some(FinishReason::ContextFull);
@@ -194,6 +213,23 @@ impl Generation {
             }
             (None, None) => unreachable!("a generation always has logits or a pending token"),
         };
+        let token = match fed {
+            Fed::Logits(logits) => self.sample(logits)?,
+            Fed::Token(token) => token,
+        };
+        self.pending = Some(token);
+        if Some(token) == self.eos {
+            self.finish = Some(FinishReason::EndOfText);
+            return Ok(None);
+        }
+        self.produced.push(token);
+        if self.produced.len() >= self.params.max_new_tokens {
+            self.finish = Some(FinishReason::MaxTokens);
+        }
+        Ok(Some(token))
+    }
+
+    fn sample(&mut self, logits: Tensor) -> Result<u32> {
         let logits = logits.narrow(0, 0, self.vocab_limit)?;
         let logits = if self.params.repeat_penalty != 1.0 {
             let start = self
@@ -208,17 +244,7 @@ impl Generation {
         } else {
             logits
         };
-        let token = self.sampler.sample(&logits)?;
-        self.pending = Some(token);
-        if Some(token) == self.eos {
-            self.finish = Some(FinishReason::EndOfText);
-            return Ok(None);
-        }
-        self.produced.push(token);
-        if self.produced.len() >= self.params.max_new_tokens {
-            self.finish = Some(FinishReason::MaxTokens);
-        }
-        Ok(Some(token))
+        Ok(self.sampler.sample(&logits)?)
     }
 
     /// Stops the generation as if the caller had pressed Stop.

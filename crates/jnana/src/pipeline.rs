@@ -23,7 +23,7 @@
 use crate::audio::AudioStream;
 use crate::engine::{self, CandleEngine, LanguageEngine};
 use crate::error::{Error, Result};
-use crate::generation::{CancelFlag, FinishReason, Generation, GenerationParams};
+use crate::generation::{CancelFlag, Fed, FinishReason, Generation, GenerationParams};
 use crate::models::clip_vision::ClipVision;
 use crate::models::phi2::Phi2;
 use crate::models::projector::Projector;
@@ -685,13 +685,21 @@ impl Answering {
         }
         let engine = &mut conversation.engine;
         let positions = engine.positions();
+        let (greedy, within) = (generation.is_greedy(), generation.vocab_limit());
         let step = generation
             .next_token_with(
                 positions,
                 model.phi.config().max_position_embeddings,
                 |prev| async move {
                     let embeds = model.phi.embed(&[prev])?.unsqueeze(0)?;
-                    engine.forward(&embeds).await
+                    // A greedy answer needs only the id: an engine that can pick it sends one
+                    // number back instead of the logits.
+                    if greedy {
+                        if let Some(pick) = engine.forward_greedy(&embeds, within) {
+                            return Ok(Fed::Token(pick.await?));
+                        }
+                    }
+                    Ok(Fed::Logits(engine.forward(&embeds).await?))
                 },
             )
             .await

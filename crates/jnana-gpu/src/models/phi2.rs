@@ -205,14 +205,16 @@ impl GpuPhi2 {
             .forward(gpu, &self.final_layernorm.forward(gpu, &last)?)
     }
 
-    /// The greedy next token after `embeds`: one submission, one `u32` read back.
+    /// The greedy next token (among the first `within` ids) after `embeds`: one submission,
+    /// one `u32` read back.
     pub async fn next_greedy(
         &self,
         gpu: &Gpu,
         embeds: &[f32],
         cache: &mut GpuCache,
+        within: usize,
     ) -> Result<u32> {
         let logits = self.forward(gpu, embeds, cache)?;
-        ops::argmax_last_row(gpu, &logits).await
+        ops::argmax_last_row(gpu, &logits, within).await
     }
 }
