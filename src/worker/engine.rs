@@ -95,8 +95,8 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
     )
     .map_err(|e| e.to_string())?;
     drop(provider);
-    let (conversation, backend, note) = place(&model, compute).await;
-    if conversation.engine_name().starts_with("GPU") {
+    let (conversation, backend, note, on_gpu) = place(&model, compute).await;
+    if on_gpu {
         // The GPU holds the layers now; the page keeps only what the pipeline still uses.
         model.release_layers();
     }
@@ -111,9 +111,13 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
     Ok((model, conversation))
 }
 
-/// A conversation on the engine the user asked for, falling back to the CPU with the reason.
-async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String) {
-    let on_cpu = |note: &str| (model.new_conversation(), CPU.to_string(), note.to_string());
+/// A conversation on the engine the user asked for, falling back to the CPU with the reason:
+/// (conversation, engine shown, why, whether it runs on the GPU).
+async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String, bool) {
+    let on_cpu = |note: &str| {
+        let conversation = model.new_conversation();
+        (conversation, CPU.to_string(), note.to_string(), false)
+    };
     match compute {
         Compute::Cpu => return on_cpu("CPU chosen in the settings."),
         Compute::Webgpu if !has_webgpu() => {
@@ -133,17 +137,20 @@ async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String
             if !summary.shader_f16 {
                 note.push_str(" No shader-f16: computing in f32.");
             }
-            (conversation, format!("WebGPU ({})", summary.name), note)
+            (
+                conversation,
+                format!("WebGPU ({})", summary.name),
+                note,
+                true,
+            )
         }
         Ok(None) => on_cpu(
             "This browser's WebGPU is a software renderer, slower than the CPU path: computing on \
              the CPU (choose WebGPU under Settings → Compute on to use it anyway).",
         ),
-        Err(e) => {
-            let conversation = model.new_conversation();
-            let note = format!("WebGPU could not start ({e}); computing on the CPU.");
-            (conversation, CPU.to_string(), note)
-        }
+        Err(e) => on_cpu(&format!(
+            "WebGPU could not start ({e}); computing on the CPU."
+        )),
     }
 }
 

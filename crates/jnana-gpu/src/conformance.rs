@@ -7,7 +7,7 @@ use crate::models::clip_vision::GpuClipVision;
 use crate::models::phi2::GpuPhi2;
 use crate::models::projector::GpuProjector;
 use crate::models::whisper::GpuWhisper;
-use crate::{Gpu, GpuTensor};
+use crate::{host_values, Gpu, GpuTensor};
 use candle_core::{Device, Tensor};
 use jnana::conformance::Engine;
 use jnana::models::clip_vision::{ClipVision, VisionOutput};
@@ -19,10 +19,6 @@ use jnana::Result;
 
 pub struct GpuEngine<'a> {
     pub gpu: &'a Gpu,
-}
-
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl GpuEngine<'_> {
@@ -54,7 +50,7 @@ impl Engine for GpuEngine<'_> {
     fn phi_trace(&self, phi: &Phi2, embeds: &Tensor) -> Result<Trace> {
         let model = GpuPhi2::upload(self.gpu, phi)?;
         let mut cache = model.new_cache(self.gpu)?;
-        let (states, logits) = model.forward_trace(self.gpu, &values(embeds)?, &mut cache)?;
+        let (states, logits) = model.forward_trace(self.gpu, &host_values(embeds)?, &mut cache)?;
         Ok(Trace {
             hidden_states: states
                 .iter()
@@ -73,7 +69,7 @@ impl Engine for GpuEngine<'_> {
     ) -> Result<Vec<u32>> {
         let model = GpuPhi2::upload(self.gpu, phi)?;
         let mut cache = model.new_cache(self.gpu)?;
-        let mut feed = values(embeds)?;
+        let mut feed = host_values(embeds)?;
         let mut ids = Vec::new();
         while ids.len() < max_new {
             let id = pollster::block_on(model.next_greedy(
@@ -86,14 +82,14 @@ impl Engine for GpuEngine<'_> {
             if Some(id) == eos {
                 break;
             }
-            feed = values(&phi.embed(&[id])?)?;
+            feed = host_values(&phi.embed(&[id])?)?;
         }
         Ok(ids)
     }
 
     fn clip_trace(&self, clip: &ClipVision, pixels: &Tensor, index: usize) -> Result<VisionOutput> {
         let model = GpuClipVision::upload(self.gpu, clip)?;
-        let (embeddings, states) = model.forward_trace(self.gpu, &values(pixels)?, index)?;
+        let (embeddings, states) = model.forward_trace(self.gpu, &host_values(pixels)?, index)?;
         Ok(VisionOutput {
             hidden_states: states
                 .iter()
@@ -121,7 +117,7 @@ impl Engine for GpuEngine<'_> {
 
     fn whisper_encode(&self, model: &Whisper, mel: &Tensor) -> Result<EncoderOutput> {
         let gpu_model = GpuWhisper::upload(self.gpu, model)?;
-        let out = gpu_model.encode(self.gpu, &values(mel)?)?;
+        let out = gpu_model.encode(self.gpu, &host_values(mel)?)?;
         Ok(EncoderOutput {
             embeddings: self.batched(&out.embeddings)?,
             hidden: self.batched(&out.hidden)?,
@@ -160,8 +156,6 @@ impl GpuEngine<'_> {
     /// A `[1, rows, cols]` (or `[rows, cols]`) CPU tensor as a GPU matrix.
     fn upload_rows(&self, t: &Tensor) -> Result<GpuTensor> {
         let cols = t.dim(candle_core::D::Minus1)?;
-        Ok(self
-            .gpu
-            .upload(&values(t)?, &[t.elem_count() / cols, cols])?)
+        Ok(self.gpu.upload_tensor(t, &[t.elem_count() / cols, cols])?)
     }
 }

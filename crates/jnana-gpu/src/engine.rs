@@ -7,7 +7,7 @@ use crate::models::clip_vision::GpuClipVision;
 use crate::models::phi2::{GpuCache, GpuPhi2};
 use crate::models::projector::GpuProjector;
 use crate::models::whisper::{GpuDecoderState, GpuWhisper};
-use crate::{Gpu, GpuTensor, Result};
+use crate::{host_values, Gpu, GpuTensor, Result};
 use candle_core::{Device, Tensor};
 use jnana::engine::{LanguageEngine, LocalFuture};
 use jnana::speech::{WhisperEngine, WhisperWindow};
@@ -31,8 +31,8 @@ pub struct GpuModels {
 }
 
 impl GpuModels {
-    /// Uploads Phi-2 and, when the bundle has one, the vision stack; `progress(what)` is told
-    /// what goes up next.
+    /// Uploads Phi-2 and, when the bundle has them, the vision stack and Whisper; `progress(what)`
+    /// is told what goes up next.
     pub fn upload(gpu: Rc<Gpu>, model: &Jnana, progress: &mut dyn FnMut(&str)) -> Result<Self> {
         progress("language model");
         let phi = Rc::new(GpuPhi2::upload(&gpu, &model.phi)?);
@@ -69,10 +69,6 @@ impl GpuModels {
         self.speech.as_ref()
     }
 
-    pub fn gpu(&self) -> &Gpu {
-        &self.gpu
-    }
-
     /// An engine with a fresh cache, for one conversation.
     pub fn engine(&self) -> Result<GpuLanguageEngine> {
         Ok(GpuLanguageEngine {
@@ -85,10 +81,6 @@ impl GpuModels {
 pub struct GpuLanguageEngine {
     models: GpuModels,
     cache: GpuCache,
-}
-
-fn values(t: &Tensor) -> jnana::Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl LanguageEngine for GpuLanguageEngine {
@@ -107,7 +99,9 @@ impl LanguageEngine for GpuLanguageEngine {
     fn forward<'a>(&'a mut self, embeds: &'a Tensor) -> LocalFuture<'a, jnana::Result<Tensor>> {
         Box::pin(async move {
             let m = &self.models;
-            let logits = m.phi.forward(&m.gpu, &values(embeds)?, &mut self.cache)?;
+            let logits = m
+                .phi
+                .forward(&m.gpu, &host_values(embeds)?, &mut self.cache)?;
             let logits = m.gpu.read(&logits).await?;
             let n = logits.len();
             Ok(Tensor::from_vec(logits, n, &Device::Cpu)?)
@@ -121,7 +115,7 @@ impl LanguageEngine for GpuLanguageEngine {
     ) -> Option<LocalFuture<'a, jnana::Result<u32>>> {
         Some(Box::pin(async move {
             let m = &self.models;
-            let embeds = values(embeds)?;
+            let embeds = host_values(embeds)?;
             Ok(m.phi
                 .next_greedy(&m.gpu, &embeds, &mut self.cache, within)
                 .await?)
@@ -139,9 +133,10 @@ impl LanguageEngine for GpuLanguageEngine {
         let vision = self.models.vision.as_ref()?;
         let gpu = &self.models.gpu;
         Some(Box::pin(async move {
-            let features = vision
-                .clip
-                .image_features(gpu, &values(pixel_values)?, vision.index)?;
+            let features =
+                vision
+                    .clip
+                    .image_features(gpu, &host_values(pixel_values)?, vision.index)?;
             let projected = vision.projector.forward(gpu, &features)?;
             let shape = projected.shape().to_vec();
             Ok(Tensor::from_vec(
@@ -217,7 +212,7 @@ impl WhisperEngine for GpuSpeech {
         mel: &'a Tensor,
     ) -> LocalFuture<'a, jnana::Result<Box<dyn WhisperWindow + 'a>>> {
         Box::pin(async move {
-            let encoded = self.model.encode(&self.gpu, &values(mel)?)?;
+            let encoded = self.model.encode(&self.gpu, &host_values(mel)?)?;
             let window = GpuWindow::new(&self.gpu, self.model.clone(), encoded.hidden)?;
             Ok(Box::new(window) as Box<dyn WhisperWindow + 'a>)
         })

@@ -16,4 +16,4 @@ mod tensor;
 
 pub use device::{AdapterSummary, Gpu, Tuning};
 pub use error::{Error, Result};
-pub use tensor::GpuTensor;
+pub use tensor::{host_values, GpuTensor};

@@ -6,6 +6,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+/// A candle (CPU) tensor's values, flattened: the form the GPU engine takes its inputs in.
+pub fn host_values(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
 /// Cloning shares the buffer (ops never write their inputs).
 #[derive(Clone)]
 pub struct GpuTensor {
@@ -48,6 +53,11 @@ impl Gpu {
             });
         }
         Ok(())
+    }
+
+    /// A candle (CPU) tensor's values uploaded as `shape`.
+    pub fn upload_tensor(&self, t: &candle_core::Tensor, shape: &[usize]) -> Result<GpuTensor> {
+        self.upload(&host_values(t)?, shape)
     }
 
     pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {

@@ -20,10 +20,6 @@ pub struct GpuClipVision {
     patch_size: usize,
 }
 
-fn values(t: &candle_core::Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
 impl GpuClipVision {
     pub fn upload(gpu: &Gpu, clip: &ClipVision) -> Result<Self> {
         let cfg = clip.config();
@@ -35,9 +31,9 @@ impl GpuClipVision {
             .map(|l| EncoderLayer::upload(gpu, l.layer_norm1, l.self_attn, l.layer_norm2, l.mlp))
             .collect::<Result<_>>()?;
         Ok(Self {
-            patch: gpu.upload(&values(p.patch_embedding)?, &[h, c * ps * ps])?,
-            class: gpu.upload(&values(p.class_embedding)?, &[1, h])?,
-            position: gpu.upload(&values(p.position_embedding)?, &[cfg.num_patches() + 1, h])?,
+            patch: gpu.upload_tensor(p.patch_embedding, &[h, c * ps * ps])?,
+            class: gpu.upload_tensor(p.class_embedding, &[1, h])?,
+            position: gpu.upload_tensor(p.position_embedding, &[cfg.num_patches() + 1, h])?,
             pre_layrnorm: Norm::upload(gpu, p.pre_layrnorm)?,
             layers,
             hidden: h,

@@ -69,7 +69,7 @@ impl GpuLinear {
         let adapter = match l.adapter() {
             Some(lr) => {
                 let (r, _) = lr.a.dims2()?;
-                let a = gpu.upload(&lr.a.flatten_all()?.to_vec1::<f32>()?, &[r, k])?;
+                let a = gpu.upload_tensor(&lr.a, &[r, k])?;
                 let b = gpu.upload(
                     &lr.b
                         .narrow(0, rows.start, n)?

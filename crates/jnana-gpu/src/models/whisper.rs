@@ -61,10 +61,6 @@ pub struct GpuWhisper {
     config: Config,
 }
 
-fn upload_tensor(gpu: &Gpu, t: &Tensor, shape: &[usize]) -> Result<GpuTensor> {
-    gpu.upload(&t.flatten_all()?.to_vec1::<f32>()?, shape)
-}
-
 impl GpuWhisper {
     pub fn upload(gpu: &Gpu, model: &Whisper) -> Result<Self> {
         let config = model.config().clone();
@@ -73,8 +69,8 @@ impl GpuWhisper {
         let conv = |(w, b): (&Tensor, &Tensor)| -> Result<(GpuTensor, GpuTensor)> {
             let width = w.elem_count() / d;
             Ok((
-                upload_tensor(gpu, w, &[d, width])?,
-                upload_tensor(gpu, b, &[d])?,
+                gpu.upload_tensor(w, &[d, width])?,
+                gpu.upload_tensor(b, &[d])?,
             ))
         };
         let head = Linear::new(model.output_head().clone(), None, d, config.vocab_size);
@@ -82,11 +78,8 @@ impl GpuWhisper {
             conv1: conv(p.conv1)?,
             conv2: conv(p.conv2)?,
             act: activation(config.activation_function),
-            encoder_positions: upload_tensor(
-                gpu,
-                p.encoder_positions,
-                &[config.max_source_positions, d],
-            )?,
+            encoder_positions: gpu
+                .upload_tensor(p.encoder_positions, &[config.max_source_positions, d])?,
             encoder_layers: p
                 .encoder_layers
                 .iter()
@@ -202,7 +195,7 @@ impl GpuWhisper {
             ids,
             state.len(),
         )?;
-        let mut xs = upload_tensor(gpu, &embeds, &[ids.len(), self.config.d_model])?;
+        let mut xs = gpu.upload_tensor(&embeds, &[ids.len(), self.config.d_model])?;
         for ((layer, kv), (cross_k, cross_v)) in self
             .decoder_layers
             .iter()
