@@ -14,6 +14,7 @@ use jnana::models::clip_vision::{ClipVision, VisionOutput};
 use jnana::models::phi2::{Phi2, Trace};
 use jnana::models::projector::Projector;
 use jnana::models::whisper::{EncoderOutput, Whisper};
+use jnana::sampling::Choice;
 use jnana::speech::WhisperWindow;
 use jnana::Result;
 
@@ -72,11 +73,11 @@ impl Engine for GpuEngine<'_> {
         let mut feed = host_values(embeds)?;
         let mut ids = Vec::new();
         while ids.len() < max_new {
-            let id = pollster::block_on(model.next_greedy(
+            let id = pollster::block_on(model.next_token(
                 self.gpu,
                 &feed,
                 &mut cache,
-                phi.config().vocab_size,
+                &Choice::greedy(phi.config().vocab_size),
             ))?;
             ids.push(id);
             if Some(id) == eos {

@@ -2,6 +2,7 @@
 //! defaults, which cap storage bindings at 128 MiB — too small for Phi-2's embedding), and
 //! `shader-f16` when the adapter has it.
 
+use crate::pool::{Pool, PoolStats};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ pub struct Gpu {
     fault: Arc<Mutex<Option<String>>>,
     /// Bytes written into GPU buffers so far (weights, inputs and parameters).
     pub(crate) uploaded: std::sync::atomic::AtomicU64,
+    pub(crate) pool: Arc<Pool>,
 }
 
 /// Kernel choices that depend on the adapter.
@@ -125,6 +127,7 @@ impl Gpu {
             lost,
             fault,
             uploaded: Default::default(),
+            pool: Default::default(),
             summary,
         })
     }
@@ -202,19 +205,20 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) {
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
+        let bind_group = self.pool.bind_group(pipeline, buffers, || {
+            let entries: Vec<wgpu::BindGroupEntry> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
             })
-            .collect();
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
         });
         self.record(|encoder| {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
@@ -224,8 +228,19 @@ impl Gpu {
         });
     }
 
+    /// How often outputs and bind groups were reused rather than created.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Frees pooled outputs and cached uniforms and bind groups (which keep the buffers they
+    /// bind alive): after dropping models, so their weights really go.
+    pub fn trim(&self) {
+        self.pool.trim();
+    }
+
     /// Records into the open command encoder, opening one if needed.
-    fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut slot = self.encoder.lock().expect("encoder");
         f(slot.get_or_insert_with(|| {
             self.device

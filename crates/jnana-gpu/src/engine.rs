@@ -10,6 +10,7 @@ use crate::models::whisper::{GpuDecoderState, GpuWhisper};
 use crate::{host_values, Gpu, GpuTensor, Result};
 use candle_core::{Device, Tensor};
 use jnana::engine::{LanguageEngine, LocalFuture};
+use jnana::sampling::Choice;
 use jnana::speech::{WhisperEngine, WhisperWindow};
 use jnana::Jnana;
 use std::rc::Rc;
@@ -28,6 +29,14 @@ pub struct GpuModels {
     phi: Rc<GpuPhi2>,
     vision: Option<Rc<GpuVision>>,
     speech: Option<GpuSpeech>,
+}
+
+impl Drop for GpuModels {
+    /// Cached bind groups hold the weights they bind: without this, dropped models would keep
+    /// their GPU memory until the caches turned over.
+    fn drop(&mut self) {
+        self.gpu.trim();
+    }
 }
 
 impl GpuModels {
@@ -108,16 +117,16 @@ impl LanguageEngine for GpuLanguageEngine {
         })
     }
 
-    fn forward_greedy<'a>(
+    fn forward_choose<'a>(
         &'a mut self,
         embeds: &'a Tensor,
-        within: usize,
+        choice: &'a Choice,
     ) -> Option<LocalFuture<'a, jnana::Result<u32>>> {
         Some(Box::pin(async move {
             let m = &self.models;
             let embeds = host_values(embeds)?;
             Ok(m.phi
-                .next_greedy(&m.gpu, &embeds, &mut self.cache, within)
+                .next_token(&m.gpu, &embeds, &mut self.cache, choice)
                 .await?)
         }))
     }

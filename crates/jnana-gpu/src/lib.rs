@@ -12,8 +12,10 @@ pub mod engine;
 mod error;
 pub mod models;
 pub mod ops;
+mod pool;
 mod tensor;
 
 pub use device::{AdapterSummary, Gpu, Tuning};
 pub use error::{Error, Result};
+pub use pool::PoolStats;
 pub use tensor::{host_values, GpuTensor};

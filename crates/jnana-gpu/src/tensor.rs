@@ -1,5 +1,6 @@
 //! Tensors on the GPU: a storage buffer of f32 and a shape. Only what the CPU needs comes back.
 
+use crate::pool::{size_class, Lease};
 use crate::{Error, Gpu, Result};
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,8 @@ pub fn host_values(t: &candle_core::Tensor) -> Result<Vec<f32>> {
 pub struct GpuTensor {
     pub(crate) buffer: wgpu::Buffer,
     shape: Vec<usize>,
+    /// Op outputs go back to the pool when their last clone is dropped.
+    _lease: Option<Arc<Lease>>,
 }
 
 impl GpuTensor {
@@ -75,23 +78,31 @@ impl Gpu {
         Ok(GpuTensor {
             buffer,
             shape: shape.to_vec(),
+            _lease: None,
         })
     }
 
-    /// An uninitialised (zeroed) tensor for an op's output.
+    /// A zeroed tensor for an op's output, from the pool of freed outputs when one fits.
     pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         let bytes = (n.max(1) * 4) as u64;
         self.check_size("a result", bytes)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: bytes,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
+        let class = size_class(bytes);
+        let class = if self.check_size("a result", class).is_ok() {
+            class
+        } else {
+            bytes
+        };
+        let (buffer, lease, was_used) = self.pool.take(&self.device, class, USAGE);
+        // New buffers start zeroed (wgpu guarantees it); a reused one is cleared in the stream's
+        // order, after every recorded read of its previous contents.
+        if was_used {
+            self.record(|encoder| encoder.clear_buffer(&buffer, 0, None));
+        }
         Ok(GpuTensor {
             buffer,
             shape: shape.to_vec(),
+            _lease: Some(lease),
         })
     }
 
@@ -160,11 +171,10 @@ impl Gpu {
 
     /// A small uniform buffer of an op's parameters.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
-        self.buffer_from(
-            "params",
-            bytemuck::bytes_of(value),
-            wgpu::BufferUsages::UNIFORM,
-        )
+        let bytes = bytemuck::bytes_of(value);
+        self.pool.uniform(bytes, || {
+            self.buffer_from("params", bytes, wgpu::BufferUsages::UNIFORM)
+        })
     }
 
     /// Submits the recorded work and reads `t` back.

@@ -6,6 +6,7 @@ mod common;
 use common::{gpu, gpus_by_lanes, max_abs_diff};
 
 use candle_core::{Device, Tensor};
+use jnana::sampling::{self, Choice, Pick};
 use jnana_gpu::ops::{self, Activation};
 use rand::{Rng, SeedableRng};
 
@@ -188,6 +189,47 @@ fn ops_queue_into_one_submission_and_chain() {
 }
 
 #[test]
+fn repeated_steps_reuse_outputs_and_bind_groups_and_reused_outputs_start_zeroed() {
+    // A device of its own: the counts are not shared with other tests.
+    let g = jnana_gpu::Gpu::new_blocking().unwrap();
+    let (m, k, n) = (3, 40, 24);
+    let x = g.upload(&random(m * k, 5, 1.0), &[m, k]).unwrap();
+    let w = g.upload(&random(n * k, 6, 0.5), &[n, k]).unwrap();
+    let ln_w = g.upload(&vec![1.0; k], &[k]).unwrap();
+    let step = || {
+        let h = ops::layer_norm(&g, &x, &ln_w, None, 1e-5).unwrap();
+        let h = ops::linear(&g, &h, &w, None).unwrap();
+        let h = ops::activation(&g, &h, Activation::GeluTanh).unwrap();
+        g.read_blocking(&h).unwrap()
+    };
+    let first = step();
+    let after_first = g.pool_stats();
+    for _ in 0..3 {
+        assert_eq!(step(), first);
+    }
+    let after = g.pool_stats();
+    assert_eq!(after.buffers_created, after_first.buffers_created);
+    assert_eq!(after.bind_groups_created, after_first.bind_groups_created);
+    assert!(
+        after.buffers_reused >= after_first.buffers_reused + 9,
+        "{after:?}"
+    );
+    assert!(
+        after.bind_groups_reused >= after_first.bind_groups_reused + 9,
+        "{after:?}"
+    );
+
+    // An output freed with values in it comes back zeroed.
+    let filled = ops::add(&g, &x, &x).unwrap();
+    assert!(g.read_blocking(&filled).unwrap().iter().any(|&v| v != 0.0));
+    drop(filled);
+    let reused = g.pool_stats().buffers_reused;
+    let z = g.zeros(&[m, k]).unwrap();
+    assert_eq!(g.pool_stats().buffers_reused, reused + 1);
+    assert!(g.read_blocking(&z).unwrap().iter().all(|&v| v == 0.0));
+}
+
+#[test]
 fn bad_shapes_and_oversized_tensors_are_refused_with_a_message() {
     let g = gpu();
     let x = g.upload(&[1.0; 6], &[2, 3]).unwrap();
@@ -307,7 +349,7 @@ fn a_quantized_matrix_over_the_binding_limit_is_split_by_rows() {
 }
 
 #[test]
-fn add_embedding_and_argmax() {
+fn add_embedding_and_greedy_choice() {
     let g = gpu();
     let a = random(1000, 1, 1.0);
     let b = random(1000, 2, 1.0);
@@ -339,21 +381,76 @@ fn add_embedding_and_argmax() {
         .to_string();
     assert!(e.contains("token id 50"), "{e}");
 
-    // The last row's argmax, with a tie (the lower index wins, as on the CPU).
+    // Greedy on the last row, with a tie (the lower index wins, as on the CPU).
     let mut logits = random(3 * 51_200, 4, 1.0);
     logits[2 * 51_200 + 777] = 9.0;
     logits[2 * 51_200 + 40_000] = 9.0;
     logits[10] = 20.0; // in an earlier row: ignored
     logits[2 * 51_200 + 51_000] = 30.0; // past the vocabulary limit: ignored
     let x = g.upload(&logits, &[3, 51_200]).unwrap();
-    assert_eq!(
-        pollster::block_on(ops::argmax_last_row(g, &x, 50_295)).unwrap(),
-        777
-    );
-    assert_eq!(
-        pollster::block_on(ops::argmax_last_row(g, &x, 51_200)).unwrap(),
-        51_000
-    );
+    let greedy = |within| pollster::block_on(ops::choose_last_row(g, &x, &Choice::greedy(within)));
+    assert_eq!(greedy(50_295).unwrap(), 777);
+    assert_eq!(greedy(51_200).unwrap(), 51_000);
+}
+
+#[test]
+fn choosing_a_token_on_the_gpu_follows_the_cpu_rules() {
+    let g = gpu();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let picks = [
+        // (temperature, top_k, top_p)
+        (0.0, None, 1.0),
+        (1.0, None, 1.0),
+        (0.8, None, 0.9),
+        (0.7, None, 0.5),
+        (1.3, Some(40), 1.0),
+        (0.9, Some(400), 0.8),
+        (0.2, None, 0.95),
+        (1.0, None, 0.05),
+    ];
+    let mut drawn_elsewhere = 0;
+    for case in 0..32 {
+        // Phi-2's padded vocabulary; peaked like a language model's (odd cases) or flat, where
+        // the nucleus holds thousands of ids and the draw walks far.
+        let mut logits = random(51_200, 100 + case, 2.0);
+        let peak = if case % 2 == 1 { 10.0 } else { 3.0 };
+        for _ in 0..20 {
+            let at = rng.random_range(0..51_200);
+            logits[at] += rng.random_range(0.0..peak);
+        }
+        let (temperature, top_k, top_p) = picks[case as usize % picks.len()];
+        let penalized: Vec<u32> = (0..case % 5 * 10)
+            .map(|_| rng.random_range(0..50_295))
+            .collect();
+        let mut penalized_unique = penalized.clone();
+        penalized_unique.sort();
+        penalized_unique.dedup();
+        let choice = Choice {
+            pick: if temperature == 0.0 {
+                Pick::Greedy
+            } else {
+                Pick::Draw {
+                    temperature,
+                    top_k,
+                    top_p,
+                    u: rng.random_range(0.0..1.0),
+                }
+            },
+            within: 50_295,
+            penalty: if case % 3 == 0 { 1.0 } else { 1.3 },
+            penalized: penalized_unique,
+        };
+        let x = g.upload(&logits, &[1, 51_200]).unwrap();
+        let got = pollster::block_on(ops::choose_last_row(g, &x, &choice)).unwrap();
+        drawn_elsewhere += usize::from(got != sampling::argmax(&logits[..50_295]));
+        assert_eq!(
+            got,
+            sampling::choose(&logits, &choice),
+            "case {case}: {choice:?}"
+        );
+    }
+    // The draws really left the most likely id (the walk and the floors were exercised).
+    assert!(drawn_elsewhere >= 10, "{drawn_elsewhere}");
 }
 
 #[test]

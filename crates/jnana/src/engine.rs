@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::phi2::{Cache, Phi2};
+use crate::sampling::Choice;
 use candle_core::Tensor;
 use std::future::Future;
 use std::pin::Pin;
@@ -33,13 +34,13 @@ pub trait LanguageEngine {
     ) -> Option<LocalFuture<'a, Result<Tensor>>> {
         None
     }
-    /// The most likely next token among the first `within` ids after feeding `embeds`, when
-    /// the engine can pick it itself (the GPU reads back one id instead of the logits); `None`
-    /// means: use [`Self::forward`].
-    fn forward_greedy<'a>(
+    /// The next token chosen as `choice` says after feeding `embeds`, when the engine can choose
+    /// it itself (the GPU reads back one id instead of the logits); `None` means: use
+    /// [`Self::forward`] and let the CPU choose.
+    fn forward_choose<'a>(
         &'a mut self,
         _embeds: &'a Tensor,
-        _within: usize,
+        _choice: &'a Choice,
     ) -> Option<LocalFuture<'a, Result<u32>>> {
         None
     }

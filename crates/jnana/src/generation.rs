@@ -3,8 +3,8 @@
 
 use crate::error::Result;
 use crate::models::phi2::{Cache, Phi2};
+use crate::sampling::{self, Choice, Draws, Pick};
 use candle_core::Tensor;
-use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,21 +34,6 @@ impl Default for GenerationParams {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: 299_792_458,
-        }
-    }
-}
-
-impl GenerationParams {
-    pub fn sampling(&self) -> Sampling {
-        if self.temperature <= 0.0 {
-            return Sampling::ArgMax;
-        }
-        let temperature = self.temperature;
-        match (self.top_k, self.top_p) {
-            (None, None) => Sampling::All { temperature },
-            (Some(k), None) => Sampling::TopK { k, temperature },
-            (None, Some(p)) => Sampling::TopP { p, temperature },
-            (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
         }
     }
 }
@@ -89,7 +74,7 @@ impl CancelFlag {
 pub enum Fed {
     /// The logits of the fed position, `[vocab]`: sampled here.
     Logits(Tensor),
-    /// The token it picked itself (greedy generations only, see [`Generation::is_greedy`]).
+    /// The token it chose itself, following the [`Choice`] it was given.
     Token(u32),
 }
 
@@ -97,7 +82,7 @@ pub enum Fed {
 /// [`Generation::next_token`] feeds the previous token and samples the next one. It holds no
 /// borrows, so a caller can keep it across awaits (a browser worker yields between tokens).
 pub struct Generation {
-    sampler: LogitsProcessor,
+    draws: Draws,
     params: GenerationParams,
     eos: Option<u32>,
     vocab_limit: usize,
@@ -139,7 +124,7 @@ impl Generation {
     ) -> Self {
         let finish = (params.max_new_tokens == 0).then_some(FinishReason::MaxTokens);
         Self {
-            sampler: LogitsProcessor::from_sampling(params.seed, params.sampling()),
+            draws: Draws::new(params.seed),
             params: params.clone(),
             eos,
             vocab_limit,
@@ -162,7 +147,7 @@ impl Generation {
         crate::engine::now(self.next_token_with(
             positions,
             model.config().max_position_embeddings,
-            |prev| {
+            |prev, _| {
                 let logits = model
                     .embed(&[prev])
                     .and_then(|e| model.forward(&e.unsqueeze(0)?, cache));
@@ -171,19 +156,44 @@ impl Generation {
         ))?
     }
 
-    /// Whether the next token is simply the most likely one (greedy, no repeat penalty), so an
-    /// engine may pick it itself among the first [`Self::vocab_limit`] ids.
-    pub fn is_greedy(&self) -> bool {
-        self.params.temperature <= 0.0 && self.params.repeat_penalty == 1.0
-    }
-
     /// Ids sampling may choose from.
     pub fn vocab_limit(&self) -> usize {
         self.vocab_limit
     }
 
+    /// How the next token is to be chosen, its random number drawn now (one per token whichever
+    /// engine chooses, so a seed answers the same everywhere).
+    fn next_choice(&mut self) -> Choice {
+        let p = &self.params;
+        let pick = if p.temperature <= 0.0 {
+            Pick::Greedy
+        } else {
+            Pick::Draw {
+                temperature: p.temperature as f32,
+                top_k: p.top_k,
+                top_p: p.top_p.map_or(1.0, |v| v as f32),
+                u: self.draws.uniform(),
+            }
+        };
+        let mut penalized = Vec::new();
+        if p.repeat_penalty != 1.0 {
+            let start = self.produced.len().saturating_sub(p.repeat_last_n);
+            for &id in &self.produced[start..] {
+                if !penalized.contains(&id) {
+                    penalized.push(id);
+                }
+            }
+        }
+        Choice {
+            pick,
+            within: self.vocab_limit,
+            penalty: p.repeat_penalty,
+            penalized,
+        }
+    }
+
     /// The next answer token from any engine: `feed` gives the model the previous token and
-    /// returns the logits after it (or, for a greedy generation, the token it picked);
+    /// returns the logits after it, or the token it chose itself following the [`Choice`];
     /// `positions` is what the model's cache holds now and `max_positions` its window.
     pub async fn next_token_with<F, Fut>(
         &mut self,
@@ -192,7 +202,7 @@ impl Generation {
         feed: F,
     ) -> Result<Option<u32>>
     where
-        F: FnOnce(u32) -> Fut,
+        F: FnOnce(u32, Choice) -> Fut,
         Fut: std::future::Future<Output = Result<Fed>>,
     {
         if self.finish.is_some() {
@@ -202,19 +212,22 @@ impl Generation {
             self.finish = Some(FinishReason::Cancelled);
             return Ok(None);
         }
-        let fed = match (self.logits.take(), self.pending) {
-            (Some(logits), _) => Fed::Logits(logits),
+        let (fed, choice) = match (self.logits.take(), self.pending) {
+            (Some(logits), _) => (Fed::Logits(logits), self.next_choice()),
+            (None, Some(_)) if positions >= max_positions => {
+                self.finish = Some(FinishReason::ContextFull);
+                return Ok(None);
+            }
             (None, Some(prev)) => {
-                if positions >= max_positions {
-                    self.finish = Some(FinishReason::ContextFull);
-                    return Ok(None);
-                }
-                feed(prev).await?
+                let choice = self.next_choice();
+                (feed(prev, choice.clone()).await?, choice)
             }
             (None, None) => unreachable!("a generation always has logits or a pending token"),
         };
         let token = match fed {
-            Fed::Logits(logits) => self.sample(logits)?,
+            Fed::Logits(logits) => {
+                sampling::choose(&logits.flatten_all()?.to_vec1::<f32>()?, &choice)
+            }
             Fed::Token(token) => token,
         };
         self.pending = Some(token);
@@ -227,24 +240,6 @@ impl Generation {
             self.finish = Some(FinishReason::MaxTokens);
         }
         Ok(Some(token))
-    }
-
-    fn sample(&mut self, logits: Tensor) -> Result<u32> {
-        let logits = logits.narrow(0, 0, self.vocab_limit)?;
-        let logits = if self.params.repeat_penalty != 1.0 {
-            let start = self
-                .produced
-                .len()
-                .saturating_sub(self.params.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(
-                &logits,
-                self.params.repeat_penalty,
-                &self.produced[start..],
-            )?
-        } else {
-            logits
-        };
-        Ok(self.sampler.sample(&logits)?)
     }
 
     /// Stops the generation as if the caller had pressed Stop.

@@ -16,6 +16,7 @@ pub mod lora;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
+pub mod sampling;
 pub mod speech;
 pub mod synth;
 pub mod tokenizer;

@@ -685,19 +685,16 @@ impl Answering {
         }
         let engine = &mut conversation.engine;
         let positions = engine.positions();
-        let (greedy, within) = (generation.is_greedy(), generation.vocab_limit());
         let step = generation
             .next_token_with(
                 positions,
                 model.phi.config().max_position_embeddings,
-                |prev| async move {
+                |prev, choice| async move {
                     let embeds = model.phi.embed(&[prev])?.unsqueeze(0)?;
-                    // A greedy answer needs only the id: an engine that can pick it sends one
-                    // number back instead of the logits.
-                    if greedy {
-                        if let Some(pick) = engine.forward_greedy(&embeds, within) {
-                            return Ok(Fed::Token(pick.await?));
-                        }
+                    // An engine that can choose the token itself sends one number back instead
+                    // of the logits.
+                    if let Some(id) = engine.forward_choose(&embeds, &choice) {
+                        return Ok(Fed::Token(id.await?));
                     }
                     Ok(Fed::Logits(engine.forward(&embeds).await?))
                 },

@@ -6,6 +6,7 @@ use super::{activation, GpuLinear, Norm};
 use crate::ops::{self, Activation, KvCache, RotaryTables};
 use crate::{Error, Gpu, GpuTensor, Result};
 use jnana::models::phi2::{Config, Phi2};
+use jnana::sampling::Choice;
 
 struct Layer {
     input_layernorm: Norm,
@@ -205,16 +206,16 @@ impl GpuPhi2 {
             .forward(gpu, &self.final_layernorm.forward(gpu, &last)?)
     }
 
-    /// The greedy next token (among the first `within` ids) after `embeds`: one submission,
-    /// one `u32` read back.
-    pub async fn next_greedy(
+    /// The next token after `embeds`, chosen on the GPU as `choice` says: one submission, one
+    /// `u32` read back.
+    pub async fn next_token(
         &self,
         gpu: &Gpu,
         embeds: &[f32],
         cache: &mut GpuCache,
-        within: usize,
+        choice: &Choice,
     ) -> Result<u32> {
         let logits = self.forward(gpu, embeds, cache)?;
-        ops::argmax_last_row(gpu, &logits, within).await
+        ops::choose_last_row(gpu, &logits, choice).await
     }
 }

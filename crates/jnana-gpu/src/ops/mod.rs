@@ -2,8 +2,8 @@
 
 mod activation;
 mod add;
-mod argmax;
 mod attention;
+mod choose;
 mod conv1d;
 mod embedding;
 mod layer_norm;
@@ -14,8 +14,8 @@ mod softmax;
 
 pub use activation::{activation, Activation};
 pub use add::add;
-pub use argmax::argmax_last_row;
 pub use attention::{attention, KvCache, MAX_KEYS};
+pub use choose::choose_last_row;
 pub use conv1d::conv1d;
 pub use embedding::embedding;
 pub use layer_norm::layer_norm;

@@ -1,5 +1,6 @@
 // Shared by the row kernels (one workgroup per row of the last dimension): workgroup-wide sum
-// and max of one value per thread.
+// and max of one value per thread. Results are uniform (a kernel may branch on them around
+// barriers).
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
@@ -15,7 +16,7 @@ fn reduce_sum(t: u32, v: f32) -> f32 {
         if (t < s) { partial[t] = partial[t] + partial[t + s]; }
         workgroupBarrier();
     }
-    let total = partial[0];
+    let total = workgroupUniformLoad(&partial[0]);
     workgroupBarrier();
     return total;
 }
@@ -27,7 +28,7 @@ fn reduce_max(t: u32, v: f32) -> f32 {
         if (t < s) { partial[t] = max(partial[t], partial[t + s]); }
         workgroupBarrier();
     }
-    let total = partial[0];
+    let total = workgroupUniformLoad(&partial[0]);
     workgroupBarrier();
     return total;
 }
