@@ -3,7 +3,7 @@
 use super::{now_ms, post, storage, store};
 use crate::protocol::{Compute, FromWorker, Params, PcmInfo};
 use jnana::bundle::{
-    self, check_file, ConcatReader, FileEntry, FileProvider, LoadOptions, Manifest,
+    self, check_file, ConcatReader, FileEntry, FileProvider, LoadOptions, LoadProgress, Manifest,
 };
 use jnana::pipeline::{AudioInput, Request};
 use jnana::weights::ReadSeek;
@@ -52,8 +52,9 @@ impl FileProvider for StoredFiles {
     }
 }
 
-/// Builds the models of a stored, complete bundle and places them where `compute` says
-/// (reporting `Loaded` with the engine and why).
+/// Builds the models of a stored, complete bundle where `compute` says: on the GPU, straight
+/// from storage (Phi-2's layers go up one by one as they are read; only what the pipeline uses
+/// stays in the page), else on the CPU. Reports `Loaded` with the engine and why.
 pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conversation), String> {
     let started = now_ms();
     let dir = store::dir(manifest_url).await?;
@@ -66,40 +67,53 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
         .ok_or("the stored manifest is missing: download the model again")?;
     let manifest =
         Manifest::from_json(&String::from_utf8_lossy(&manifest)).map_err(|e| e.to_string())?;
-    let mut files = HashMap::new();
-    for entry in &manifest.files {
-        let mut parts = Vec::new();
-        for (part, stored) in store::parts(entry) {
-            let name = store::stored_name(&entry.name, part);
-            let handle =
-                storage::sync_handle(&storage::file(&dir, &name, false).await.map_err(|_| {
-                    format!("{name} is missing from storage: download the model again")
-                })?)
-                .await?;
-            parts.push((storage::OpfsReader::new(handle)?, stored.size));
+    let mut progress = |p: LoadProgress| {
+        post(&FromWorker::LoadProgress {
+            step: p.step,
+            steps: p.steps,
+            what: p.what,
+        })
+    };
+    let on_cpu = |model: Jnana, note: String| {
+        let conversation = model.new_conversation();
+        (model, conversation, CPU.to_string(), note)
+    };
+    let (model, conversation, backend, note) = match start_gpu(compute).await {
+        Ok((gpu, summary)) => {
+            let mut provider = open_files(&dir, &manifest).await?;
+            let options = LoadOptions::default();
+            let loaded = GpuModels::load(
+                Rc::new(gpu),
+                &manifest,
+                &mut provider,
+                &options,
+                &mut progress,
+            )
+            .and_then(|(model, models)| Ok((models.engine()?, model)));
+            drop(provider);
+            match loaded {
+                Ok((engine, model)) => {
+                    let conversation = Conversation::with_engine(&model, Box::new(engine));
+                    (
+                        model,
+                        conversation,
+                        format!("WebGPU ({})", summary.name),
+                        gpu_note(&summary),
+                    )
+                }
+                Err(e) => {
+                    let model = load_on_cpu(&dir, &manifest, &mut progress).await?;
+                    on_cpu(
+                        model,
+                        format!(
+                            "WebGPU failed while loading the models ({e}); computing on the CPU."
+                        ),
+                    )
+                }
+            }
         }
-        files.insert(entry.name.clone(), parts);
-    }
-    let mut provider = StoredFiles { files };
-    let mut model = bundle::load(
-        &manifest,
-        &mut provider,
-        &LoadOptions::default(),
-        &mut |p| {
-            post(&FromWorker::LoadProgress {
-                step: p.step,
-                steps: p.steps,
-                what: p.what,
-            })
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    drop(provider);
-    let (conversation, backend, note, on_gpu) = place(&model, compute).await;
-    if on_gpu {
-        // The GPU holds the layers now; the page keeps only what the pipeline still uses.
-        model.release_layers();
-    }
+        Err(note) => on_cpu(load_on_cpu(&dir, &manifest, &mut progress).await?, note),
+    };
     post(&FromWorker::Loaded {
         name: state.name,
         backend,
@@ -111,79 +125,83 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
     Ok((model, conversation))
 }
 
-/// A conversation on the engine the user asked for, falling back to the CPU with the reason:
-/// (conversation, engine shown, why, whether it runs on the GPU).
-async fn place(model: &Jnana, compute: Compute) -> (Conversation, String, String, bool) {
-    let on_cpu = |note: &str| {
-        let conversation = model.new_conversation();
-        (conversation, CPU.to_string(), note.to_string(), false)
-    };
+/// The bundle's files, opened for the (synchronous) loaders.
+async fn open_files(
+    dir: &web_sys::FileSystemDirectoryHandle,
+    manifest: &Manifest,
+) -> Result<StoredFiles, String> {
+    let mut files = HashMap::new();
+    for entry in &manifest.files {
+        let mut parts = Vec::new();
+        for (part, stored) in store::parts(entry) {
+            let name = store::stored_name(&entry.name, part);
+            let handle =
+                storage::sync_handle(&storage::file(dir, &name, false).await.map_err(|_| {
+                    format!("{name} is missing from storage: download the model again")
+                })?)
+                .await?;
+            parts.push((storage::OpfsReader::new(handle)?, stored.size));
+        }
+        files.insert(entry.name.clone(), parts);
+    }
+    Ok(StoredFiles { files })
+}
+
+async fn load_on_cpu(
+    dir: &web_sys::FileSystemDirectoryHandle,
+    manifest: &Manifest,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<Jnana, String> {
+    let mut provider = open_files(dir, manifest).await?;
+    bundle::load(manifest, &mut provider, &LoadOptions::default(), progress)
+        .map_err(|e| e.to_string())
+}
+
+/// WebGPU's device when the models should run there; otherwise why the CPU computes.
+async fn start_gpu(
+    compute: Compute,
+) -> Result<(jnana_gpu::Gpu, jnana_gpu::AdapterSummary), String> {
     match compute {
-        Compute::Cpu => return on_cpu("CPU chosen in the settings."),
+        Compute::Cpu => return Err("CPU chosen in the settings.".into()),
         Compute::Webgpu if !has_webgpu() => {
-            return on_cpu("WebGPU was chosen, but this browser has none: computing on the CPU.")
+            return Err(
+                "WebGPU was chosen, but this browser has none: computing on the CPU.".into(),
+            )
         }
         Compute::Auto if !has_webgpu() => {
-            return on_cpu("No WebGPU in this browser: computing on the CPU.")
+            return Err("No WebGPU in this browser: computing on the CPU.".into())
         }
         _ => {}
     }
-    match on_gpu(model, compute).await {
-        Ok(Some((conversation, summary))) => {
-            let mut note = "Language, vision and speech models on the GPU.".to_string();
-            if summary.fallback {
-                note.push_str(" This adapter is a software renderer, so it is slow.");
-            }
-            if !summary.shader_f16 {
-                note.push_str(" No shader-f16: computing in f32.");
-            }
-            (
-                conversation,
-                format!("WebGPU ({})", summary.name),
-                note,
-                true,
-            )
-        }
-        Ok(None) => on_cpu(
-            "This browser's WebGPU is a software renderer, slower than the CPU path: computing on \
-             the CPU (choose WebGPU under Settings → Compute on to use it anyway).",
-        ),
-        Err(e) => on_cpu(&format!(
-            "WebGPU could not start ({e}); computing on the CPU."
-        )),
-    }
-}
-
-/// The models on the GPU; `None` when the choice is automatic and the adapter is a software
-/// renderer (the CPU path is faster than one).
-async fn on_gpu(
-    model: &Jnana,
-    compute: Compute,
-) -> Result<Option<(Conversation, jnana_gpu::AdapterSummary)>, String> {
-    let progress = |step, what: String| {
-        post(&FromWorker::LoadProgress {
-            step,
-            steps: 4,
-            what,
-        })
-    };
-    progress(1, "starting WebGPU".into());
-    let gpu = jnana_gpu::Gpu::new().await.map_err(|e| e.to_string())?;
+    post(&FromWorker::LoadProgress {
+        step: 1,
+        steps: 1,
+        what: "starting WebGPU".into(),
+    });
+    let gpu = jnana_gpu::Gpu::new()
+        .await
+        .map_err(|e| format!("WebGPU could not start ({e}); computing on the CPU."))?;
     let summary = gpu.summary.clone();
     if summary.fallback && compute == Compute::Auto {
-        return Ok(None);
+        return Err(
+            "This browser's WebGPU is a software renderer, slower than the CPU path: computing on \
+             the CPU (choose WebGPU under Settings → Compute on to use it anyway)."
+                .into(),
+        );
     }
-    let mut step = 1;
-    let models = GpuModels::upload(Rc::new(gpu), model, &mut |what| {
-        step += 1;
-        progress(step, format!("uploading the {what} to the GPU"));
-    })
-    .map_err(|e| e.to_string())?;
-    let engine = models.engine().map_err(|e| e.to_string())?;
-    Ok(Some((
-        Conversation::with_engine(model, Box::new(engine)),
-        summary,
-    )))
+    Ok((gpu, summary))
+}
+
+/// What the badge's tooltip says about the GPU in use.
+fn gpu_note(summary: &jnana_gpu::AdapterSummary) -> String {
+    let mut note = "Language, vision and speech models on the GPU.".to_string();
+    if summary.fallback {
+        note.push_str(" This adapter is a software renderer, so it is slow.");
+    }
+    if !summary.shader_f16 {
+        note.push_str(" No shader-f16: computing in f32.");
+    }
+    note
 }
 
 impl Engine {

@@ -1,13 +1,15 @@
 //! `jnana chat`: one question, or an interactive multi-turn chat, streamed to stdout.
 
 use anyhow::{Context, Result};
-use jnana::bundle::{self, DirProvider, LoadOptions};
+use jnana::bundle::{self, DirProvider, LoadOptions, LoadProgress};
 use jnana::pipeline::AudioInput;
 use jnana::weights::QuantizedMatmul;
 use jnana::{Conversation, GenerationParams, Jnana, Request};
+use jnana_gpu::engine::GpuModels;
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,12 +80,14 @@ impl SamplingArgs {
     }
 }
 
-/// Loads a bundle folder (or manifest path), reporting progress on stderr.
+/// Loads a bundle folder (or manifest path), reporting progress on stderr; with a `gpu`, straight
+/// onto it (Phi-2's layers uploaded as they are read, the CPU copies of the others freed).
 pub fn load(
     path: &Path,
     verify: bool,
     dequantize: bool,
-) -> Result<(Jnana, jnana::bundle::Manifest)> {
+    gpu: Option<Rc<jnana_gpu::Gpu>>,
+) -> Result<(Jnana, jnana::bundle::Manifest, Option<GpuModels>)> {
     let (manifest, dir) = bundle::read_manifest(path)?;
     let mut provider = DirProvider::new(dir);
     provider.verify_sha256 = verify;
@@ -97,11 +101,21 @@ pub fn load(
         skip_vision: false,
         skip_speech: false,
     };
-    let model = bundle::load(&manifest, &mut provider, &options, &mut |p| {
-        eprintln!("loading [{}/{}] {}", p.step, p.steps, p.what);
-    })
-    .with_context(|| format!("loading {}", path.display()))?;
-    Ok((model, manifest))
+    let mut progress = |p: LoadProgress| eprintln!("loading [{}/{}] {}", p.step, p.steps, p.what);
+    let (model, models) = match gpu {
+        None => (
+            bundle::load(&manifest, &mut provider, &options, &mut progress),
+            None,
+        ),
+        Some(gpu) => {
+            match GpuModels::load(gpu, &manifest, &mut provider, &options, &mut progress) {
+                Ok((model, models)) => (Ok(model), Some(models)),
+                Err(e) => (Err(e), None),
+            }
+        }
+    };
+    let model = model.with_context(|| format!("loading {}", path.display()))?;
+    Ok((model, manifest, models))
 }
 
 /// A chat in progress: the model, its conversation and how answers are printed.
@@ -114,16 +128,14 @@ struct Session {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    let (model, manifest) = load(&args.bundle, args.verify, args.dequantize)?;
-    let conversation = match args.backend {
-        crate::Backend::Cpu => model.new_conversation(),
-        crate::Backend::Wgpu => {
-            let gpu = std::rc::Rc::new(jnana_gpu::Gpu::new_blocking()?);
-            let models = jnana_gpu::engine::GpuModels::upload(gpu, &model, &mut |what| {
-                eprintln!("uploading the {what} to the GPU")
-            })?;
-            Conversation::with_engine(&model, Box::new(models.engine()?))
-        }
+    let gpu = match args.backend {
+        crate::Backend::Cpu => None,
+        crate::Backend::Wgpu => Some(Rc::new(jnana_gpu::Gpu::new_blocking()?)),
+    };
+    let (model, manifest, on_gpu) = load(&args.bundle, args.verify, args.dequantize, gpu)?;
+    let conversation = match on_gpu {
+        None => model.new_conversation(),
+        Some(models) => Conversation::with_engine(&model, Box::new(models.engine()?)),
     };
     eprintln!("computing on: {}", conversation.engine_name());
     let mut session = Session {

@@ -343,7 +343,7 @@ fn the_gpu_backend_chats_benches_and_checks_fixtures() {
     ]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
-        "gpu_upload_s",
+        "load_s",
         "gpu_weights_mb",
         "prefill_tok_per_s",
         "decode_tok_per_s",

@@ -257,6 +257,19 @@ impl Gpu {
         }
     }
 
+    /// Hands the queued buffer writes to the GPU and, natively, waits for them, so the staging
+    /// memory behind them is freed: uploading model after model without this would hold a second
+    /// copy of every weight until the first computation.
+    pub fn flush_uploads(&self) -> Result<()> {
+        self.submit();
+        self.queue.submit([]);
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        self.check()
+    }
+
     /// Records a copy, in order with the recorded dispatches.
     pub(crate) fn copy(&self, from: &wgpu::Buffer, to: &wgpu::Buffer, bytes: u64) {
         self.copy_at(from, 0, to, 0, bytes);

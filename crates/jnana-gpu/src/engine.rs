@@ -1,7 +1,7 @@
-//! The GPU engine behind a `jnana` conversation: Phi-2, the vision stack and Whisper of a loaded
-//! bundle uploaded once and shared; each conversation gets its own KV cache on the GPU. Logits
-//! come back to the CPU, where the conversation samples (and Whisper decodes) exactly as on the
-//! CPU path.
+//! The GPU engine behind a `jnana` conversation: Phi-2, the vision stack and Whisper of a bundle
+//! uploaded once and shared; each conversation gets its own KV cache on the GPU. Answer tokens are
+//! chosen on the GPU as `jnana::sampling` defines (one id read back); Whisper's logits come back
+//! to the CPU, which decodes exactly as on the CPU path.
 
 use crate::models::clip_vision::GpuClipVision;
 use crate::models::phi2::{GpuCache, GpuPhi2};
@@ -9,10 +9,14 @@ use crate::models::projector::GpuProjector;
 use crate::models::whisper::{GpuDecoderState, GpuWhisper};
 use crate::{host_values, Gpu, GpuTensor, Result};
 use candle_core::{Device, Tensor};
+use jnana::bundle::{self, FileProvider, LoadOptions, LoadProgress, Manifest, TakeLayers};
 use jnana::engine::{LanguageEngine, LocalFuture};
+use jnana::models::clip_vision::{ClipLayerParams, ClipVision};
+use jnana::models::phi2::LayerParams;
 use jnana::sampling::Choice;
 use jnana::speech::{WhisperEngine, WhisperWindow};
 use jnana::Jnana;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 struct GpuVision {
@@ -45,11 +49,64 @@ impl GpuModels {
     pub fn upload(gpu: Rc<Gpu>, model: &Jnana, progress: &mut dyn FnMut(&str)) -> Result<Self> {
         progress("language model");
         let phi = Rc::new(GpuPhi2::upload(&gpu, &model.phi)?);
+        Self::assemble(gpu, phi, model, GpuClipVision::upload, progress)
+    }
+
+    /// Loads a bundle straight onto the GPU: the layers of Phi-2 and CLIP are uploaded one by one
+    /// as they are read from storage (never all in CPU memory), then the projector and Whisper,
+    /// whose CPU layers are freed once up. The returned model keeps what the pipeline uses on the
+    /// CPU (token embeddings, tokenizers, preprocessing). `progress` hears the load's steps and
+    /// each layer.
+    pub fn load(
+        gpu: Rc<Gpu>,
+        manifest: &Manifest,
+        provider: &mut dyn FileProvider,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> jnana::Result<(Jnana, Self)> {
+        let heard = Heard {
+            progress: RefCell::new(progress),
+            last: RefCell::new(LoadProgress {
+                step: 0,
+                steps: 0,
+                what: String::new(),
+            }),
+        };
+        let mut up = Streamed {
+            gpu: &gpu,
+            heard: &heard,
+            phi: Vec::new(),
+            clip: Vec::new(),
+        };
+        let mut model =
+            bundle::load_streaming(manifest, provider, options, &mut |p| heard.tell(p), &mut up)?;
+        let (phi_layers, clip_layers) = (up.phi, up.clip);
+        let phi = Rc::new(GpuPhi2::with_layers(&gpu, &model.phi, phi_layers)?);
+        let models = Self::assemble(
+            gpu,
+            phi,
+            &model,
+            |gpu, clip| GpuClipVision::with_layers(gpu, clip, clip_layers),
+            &mut |what| heard.step(format!("uploading the {what} to the GPU")),
+        )?;
+        model.release_layers();
+        Ok((model, models))
+    }
+
+    /// The models beside an uploaded Phi-2: CLIP as `clip` makes it, the projector and Whisper
+    /// uploaded from `model`.
+    fn assemble(
+        gpu: Rc<Gpu>,
+        phi: Rc<GpuPhi2>,
+        model: &Jnana,
+        clip: impl FnOnce(&Gpu, &ClipVision) -> Result<GpuClipVision>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
         let vision = match &model.vision {
             Some(v) => {
                 progress("vision model");
                 Some(Rc::new(GpuVision {
-                    clip: GpuClipVision::upload(&gpu, &v.clip)?,
+                    clip: clip(&gpu, &v.clip)?,
                     projector: GpuProjector::upload(&gpu, &v.projector)?,
                     index: v
                         .clip
@@ -65,6 +122,7 @@ impl GpuModels {
             }
             None => None,
         };
+        gpu.flush_uploads()?;
         Ok(Self {
             gpu,
             phi,
@@ -84,6 +142,65 @@ impl GpuModels {
             cache: self.phi.new_cache(&self.gpu)?,
             models: self.clone(),
         })
+    }
+}
+
+/// The load's progress, shared by the loader and the layer uploads (which report under the
+/// loader's current step).
+struct Heard<'a> {
+    progress: RefCell<&'a mut dyn FnMut(LoadProgress)>,
+    last: RefCell<LoadProgress>,
+}
+
+impl Heard<'_> {
+    fn tell(&self, p: LoadProgress) {
+        *self.last.borrow_mut() = p.clone();
+        (self.progress.borrow_mut())(p)
+    }
+
+    fn step(&self, what: String) {
+        let at = self.last.borrow().clone();
+        (self.progress.borrow_mut())(LoadProgress { what, ..at })
+    }
+}
+
+/// Layers uploaded as the loader reads them.
+struct Streamed<'a, 'p> {
+    gpu: &'a Gpu,
+    heard: &'a Heard<'p>,
+    phi: Vec<crate::models::phi2::Layer>,
+    clip: Vec<crate::models::blocks::EncoderLayer>,
+}
+
+impl Streamed<'_, '_> {
+    fn layer(&self, i: usize, of: usize) {
+        let what = self.heard.last.borrow().what.clone();
+        self.heard
+            .step(format!("{what}: layer {} of {of} to the GPU", i + 1));
+    }
+}
+
+impl TakeLayers for Streamed<'_, '_> {
+    fn phi_layer(
+        &mut self,
+        config: &jnana::models::phi2::Config,
+        index: usize,
+        p: LayerParams<'_>,
+    ) -> jnana::Result<()> {
+        self.layer(index, config.num_hidden_layers);
+        self.phi.push(GpuPhi2::upload_layer(self.gpu, config, p)?);
+        Ok(self.gpu.flush_uploads()?)
+    }
+
+    fn clip_layer(
+        &mut self,
+        config: &jnana::models::clip_vision::Config,
+        index: usize,
+        p: ClipLayerParams<'_>,
+    ) -> jnana::Result<()> {
+        self.layer(index, config.num_hidden_layers);
+        self.clip.push(GpuClipVision::upload_layer(self.gpu, p)?);
+        Ok(self.gpu.flush_uploads()?)
     }
 }
 

@@ -4,8 +4,8 @@
 
 use crate::error::{Error, InFile, Result};
 use crate::lora::LoraAdapter;
-use crate::models::clip_vision::{self, ClipVision};
-use crate::models::phi2::{self, layout, Phi2};
+use crate::models::clip_vision::{self, ClipLayerParams, ClipVision};
+use crate::models::phi2::{self, layout, LayerParams, Phi2};
 use crate::models::projector::Projector;
 use crate::pipeline::{Jnana, PromptFormat, VisionStack};
 use crate::preprocess::PreprocessConfig;
@@ -488,12 +488,47 @@ pub struct LoadProgress {
     pub what: String,
 }
 
+/// Receives the layers of Phi-2 and CLIP one by one as they are read (another engine uploads
+/// them), with the model's config and the layer's index.
+pub trait TakeLayers {
+    fn phi_layer(&mut self, config: &phi2::Config, index: usize, p: LayerParams<'_>) -> Result<()>;
+    fn clip_layer(
+        &mut self,
+        config: &clip_vision::Config,
+        index: usize,
+        p: ClipLayerParams<'_>,
+    ) -> Result<()>;
+}
+
 /// Builds all models of a bundle.
 pub fn load(
     manifest: &Manifest,
     provider: &mut dyn FileProvider,
     options: &LoadOptions,
     progress: &mut dyn FnMut(LoadProgress),
+) -> Result<Jnana> {
+    load_with(manifest, provider, options, progress, None)
+}
+
+/// [`load`] handing the layers of Phi-2 and CLIP to `layers` one by one as they are read
+/// (another engine uploads them), so they are never all in memory: the model comes back with
+/// both released (see [`Jnana::release_layers`]); the projector and Whisper are loaded whole.
+pub fn load_streaming(
+    manifest: &Manifest,
+    provider: &mut dyn FileProvider,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(LoadProgress),
+    layers: &mut dyn TakeLayers,
+) -> Result<Jnana> {
+    load_with(manifest, provider, options, progress, Some(layers))
+}
+
+fn load_with(
+    manifest: &Manifest,
+    provider: &mut dyn FileProvider,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(LoadProgress),
+    mut layers: Option<&mut dyn TakeLayers>,
 ) -> Result<Jnana> {
     manifest.validate()?;
     let device = &options.device;
@@ -517,31 +552,54 @@ pub fn load(
     provider.open(tok_entry)?.read_to_end(&mut tok_bytes)?;
     let tokenizer = Tokenizer::from_bytes(&tok_entry.name, &tok_bytes)?;
 
+    // The adapter is read before the model so that streamed layers can be adapted as they pass.
+    let adapter = match (
+        manifest.file(Role::LoraConfig),
+        manifest.file(Role::LoraWeights),
+    ) {
+        (Some(cfg_entry), Some(w_entry)) => {
+            report("LoRA adapter");
+            let mut json = String::new();
+            provider
+                .open(cfg_entry)?
+                .read_to_string(&mut json)
+                .in_file(&cfg_entry.name)?;
+            let source = weights::open_source(&w_entry.name, provider.open(w_entry)?)?;
+            let adapter = LoraAdapter::load(&cfg_entry.name, &json, source.as_ref(), device)?;
+            Some((adapter, w_entry.name.clone()))
+        }
+        _ => None,
+    };
+
     report("language model");
     let lm_entry = manifest.file(Role::LanguageModel).expect("validated");
     let lm_source = weights::open_source(&lm_entry.name, provider.open(lm_entry)?)?;
-    let mut phi = load_phi(
+    let (config, vb) = phi_weights(
         lm_source,
         manifest.text_config.as_ref(),
         device,
         options.quantized_matmul,
     )?;
-
-    if let (Some(cfg_entry), Some(w_entry)) = (
-        manifest.file(Role::LoraConfig),
-        manifest.file(Role::LoraWeights),
-    ) {
-        report("LoRA adapter");
-        let mut json = String::new();
-        provider
-            .open(cfg_entry)?
-            .read_to_string(&mut json)
-            .in_file(&cfg_entry.name)?;
-        let source = weights::open_source(&w_entry.name, provider.open(w_entry)?)?;
-        let adapter = LoraAdapter::load(&cfg_entry.name, &json, source.as_ref(), device)?;
-        let merge = manifest.settings.merge_lora.unwrap_or(!phi.is_quantized());
-        apply_adapter(&mut phi, &adapter, merge, &w_entry.name)?;
-    }
+    let merge = manifest.settings.merge_lora;
+    let phi = match layers.as_deref_mut() {
+        None => {
+            let mut phi = Phi2::new(&config, &vb)?;
+            if let Some((adapter, file)) = &adapter {
+                let merge = merge.unwrap_or(!phi.is_quantized());
+                apply_adapter(&mut phi, adapter, merge, file)?;
+            }
+            phi
+        }
+        Some(take) => {
+            let lora = adapter.as_ref().map(|(a, _)| (&a.updates, merge));
+            let (phi, applied) =
+                Phi2::new_streaming(&config, &vb, lora, &mut |c, i, p| take.phi_layer(c, i, p))?;
+            if let Some((adapter, file)) = &adapter {
+                check_adapter_applied(&phi, adapter, applied, file)?;
+            }
+            phi
+        }
+    };
 
     let vision = if has_vision {
         report("vision model");
@@ -551,7 +609,13 @@ pub fn load(
             None => clip_vision::Config::vit_base_patch32(),
         };
         let source = weights::open_source(&entry.name, provider.open(entry)?)?;
-        let clip = load_clip(source, &config, device, options.quantized_matmul)?;
+        let vb = clip_weights(source, device, options.quantized_matmul);
+        let clip = match layers {
+            None => ClipVision::new(&config, &vb)?,
+            Some(take) => {
+                ClipVision::new_streaming(&config, &vb, &mut |i, p| take.clip_layer(&config, i, p))?
+            }
+        };
         report("projector");
         let source = projector_source(manifest, provider)?;
         let vb = Weights::new(source, device).with_quantized_matmul(options.quantized_matmul);
@@ -616,6 +680,15 @@ fn read_json(provider: &mut dyn FileProvider, entry: &FileEntry) -> Result<serde
 /// Applies an adapter and insists that every update found a home.
 pub fn apply_adapter(phi: &mut Phi2, adapter: &LoraAdapter, merge: bool, file: &str) -> Result<()> {
     let applied = phi.apply_lora(&adapter.updates, merge)?;
+    check_adapter_applied(phi, adapter, applied, file)
+}
+
+fn check_adapter_applied(
+    phi: &Phi2,
+    adapter: &LoraAdapter,
+    applied: usize,
+    file: &str,
+) -> Result<()> {
     if applied != adapter.updates.len() {
         let layers = phi.config().num_hidden_layers;
         return Err(Error::file(
@@ -637,6 +710,17 @@ pub fn load_phi(
     device: &Device,
     quantized_matmul: QuantizedMatmul,
 ) -> Result<Phi2> {
+    let (config, vb) = phi_weights(source, text_config, device, quantized_matmul)?;
+    Phi2::new(&config, &vb)
+}
+
+/// Phi-2's config and its weights under transformers' names.
+fn phi_weights(
+    source: Arc<dyn TensorSource>,
+    text_config: Option<&serde_json::Value>,
+    device: &Device,
+    quantized_matmul: QuantizedMatmul,
+) -> Result<(phi2::Config, Weights)> {
     let file = source.file_name().to_string();
     let (_layout, hf) = layout::hf_view(source.clone())?;
     let config = match text_config {
@@ -653,8 +737,10 @@ pub fn load_phi(
             layout::config_from_gguf(gguf, hf.as_ref())?
         }
     };
-    let vb = Weights::new(hf, device).with_quantized_matmul(quantized_matmul);
-    Phi2::new(&config, &vb)
+    Ok((
+        config,
+        Weights::new(hf, device).with_quantized_matmul(quantized_matmul),
+    ))
 }
 
 /// CLIP's vision tower from a file with `vision_model.*` names (or bare names).
@@ -664,15 +750,23 @@ pub fn load_clip(
     device: &Device,
     quantized_matmul: QuantizedMatmul,
 ) -> Result<ClipVision> {
+    ClipVision::new(config, &clip_weights(source, device, quantized_matmul))
+}
+
+/// The vision tower's weights, under `vision_model` wherever the file keeps it.
+fn clip_weights(
+    source: Arc<dyn TensorSource>,
+    device: &Device,
+    quantized_matmul: QuantizedMatmul,
+) -> Weights {
     let vb = Weights::new(source, device).with_quantized_matmul(quantized_matmul);
     let prefix = ["vision_model", "vision_tower.vision_model"]
         .into_iter()
         .find(|p| vb.pp(p).contains("embeddings.class_embedding"));
-    let vb = match prefix {
+    match prefix {
         Some(p) => vb.pp(p),
         None => vb,
-    };
-    ClipVision::new(config, &vb)
+    }
 }
 
 fn projector_source(

@@ -6,7 +6,7 @@ use super::blocks::EncoderLayer;
 use super::Norm;
 use crate::ops;
 use crate::{Error, Gpu, GpuTensor, Result};
-use jnana::models::clip_vision::ClipVision;
+use jnana::models::clip_vision::{ClipLayerParams, ClipVision};
 
 pub struct GpuClipVision {
     patch: GpuTensor,
@@ -22,14 +22,36 @@ pub struct GpuClipVision {
 
 impl GpuClipVision {
     pub fn upload(gpu: &Gpu, clip: &ClipVision) -> Result<Self> {
+        let layers = clip
+            .params()
+            .layers
+            .into_iter()
+            .map(|l| Self::upload_layer(gpu, l))
+            .collect::<Result<_>>()?;
+        Self::with_layers(gpu, clip, layers)
+    }
+
+    /// One encoder layer on the GPU (layers may come one by one as they are read).
+    pub(crate) fn upload_layer(gpu: &Gpu, l: ClipLayerParams<'_>) -> Result<EncoderLayer> {
+        EncoderLayer::upload(gpu, l.layer_norm1, l.self_attn, l.layer_norm2, l.mlp)
+    }
+
+    /// The tower from uploaded `layers` and the rest of `clip` (which may be released).
+    pub(crate) fn with_layers(
+        gpu: &Gpu,
+        clip: &ClipVision,
+        layers: Vec<EncoderLayer>,
+    ) -> Result<Self> {
         let cfg = clip.config();
+        if layers.len() != cfg.num_hidden_layers {
+            return Err(Error::Weights(format!(
+                "{} of CLIP's {} layers are on the GPU",
+                layers.len(),
+                cfg.num_hidden_layers
+            )));
+        }
         let p = clip.params();
         let (h, c, ps) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
-        let layers = p
-            .layers
-            .iter()
-            .map(|l| EncoderLayer::upload(gpu, l.layer_norm1, l.self_attn, l.layer_norm2, l.mlp))
-            .collect::<Result<_>>()?;
         Ok(Self {
             patch: gpu.upload_tensor(p.patch_embedding, &[h, c * ps * ps])?,
             class: gpu.upload_tensor(p.class_embedding, &[1, h])?,

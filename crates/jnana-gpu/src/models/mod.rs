@@ -1,7 +1,7 @@
 //! The models on the GPU engine, built from the CPU models of `jnana` (same bundle, same
 //! loaders): quantized matrices are uploaded as they are, the rest as f32.
 
-mod blocks;
+pub(crate) mod blocks;
 pub mod clip_vision;
 mod linear;
 pub mod phi2;

@@ -5,10 +5,11 @@
 use super::{activation, GpuLinear, Norm};
 use crate::ops::{self, Activation, KvCache, RotaryTables};
 use crate::{Error, Gpu, GpuTensor, Result};
-use jnana::models::phi2::{Config, Phi2};
+use jnana::models::phi2::{Config, LayerParams, Phi2};
 use jnana::sampling::Choice;
 
-struct Layer {
+/// One decoder layer on the GPU.
+pub struct Layer {
     input_layernorm: Norm,
     q: GpuLinear,
     k: GpuLinear,
@@ -49,35 +50,53 @@ impl GpuCache {
 impl GpuPhi2 {
     /// Uploads a loaded CPU model's parameters, layer by layer.
     pub fn upload(gpu: &Gpu, phi: &Phi2) -> Result<Self> {
-        let config = phi.config().clone();
-        let act = activation(config.hidden_act);
+        let layers = phi
+            .layer_params()
+            .into_iter()
+            .map(|p| Self::upload_layer(gpu, phi.config(), p))
+            .collect::<Result<Vec<_>>>()?;
+        Self::with_layers(gpu, phi, layers)
+    }
+
+    /// One decoder layer's parameters on the GPU (layers may come one by one as they are read,
+    /// see `jnana::bundle::load_streaming_phi`).
+    pub fn upload_layer(gpu: &Gpu, config: &Config, p: LayerParams<'_>) -> Result<Layer> {
         let hd = config.head_dim();
         let q_out = config.num_attention_heads * hd;
         let kv_out = config.num_key_value_heads() * hd;
-        let mut layers = Vec::new();
-        for p in phi.layer_params() {
-            let (q, k, v) = match p.qkv.as_slice() {
-                [fused] => (
-                    GpuLinear::upload_rows(gpu, fused, 0..q_out)?,
-                    GpuLinear::upload_rows(gpu, fused, q_out..q_out + kv_out)?,
-                    GpuLinear::upload_rows(gpu, fused, q_out + kv_out..q_out + 2 * kv_out)?,
-                ),
-                [q, k, v] => (
-                    GpuLinear::upload(gpu, q)?,
-                    GpuLinear::upload(gpu, k)?,
-                    GpuLinear::upload(gpu, v)?,
-                ),
-                other => return Err(Error::Weights(format!("{} q/k/v projections", other.len()))),
-            };
-            layers.push(Layer {
-                input_layernorm: Norm::upload(gpu, p.input_layernorm)?,
-                q,
-                k,
-                v,
-                dense: GpuLinear::upload(gpu, p.dense)?,
-                fc1: GpuLinear::upload(gpu, p.fc1)?,
-                fc2: GpuLinear::upload(gpu, p.fc2)?,
-            });
+        let (q, k, v) = match p.qkv.as_slice() {
+            [fused] => (
+                GpuLinear::upload_rows(gpu, fused, 0..q_out)?,
+                GpuLinear::upload_rows(gpu, fused, q_out..q_out + kv_out)?,
+                GpuLinear::upload_rows(gpu, fused, q_out + kv_out..q_out + 2 * kv_out)?,
+            ),
+            [q, k, v] => (
+                GpuLinear::upload(gpu, q)?,
+                GpuLinear::upload(gpu, k)?,
+                GpuLinear::upload(gpu, v)?,
+            ),
+            other => return Err(Error::Weights(format!("{} q/k/v projections", other.len()))),
+        };
+        Ok(Layer {
+            input_layernorm: Norm::upload(gpu, p.input_layernorm)?,
+            q,
+            k,
+            v,
+            dense: GpuLinear::upload(gpu, p.dense)?,
+            fc1: GpuLinear::upload(gpu, p.fc1)?,
+            fc2: GpuLinear::upload(gpu, p.fc2)?,
+        })
+    }
+
+    /// The model from uploaded `layers` and the rest of `phi` (which may be released).
+    pub fn with_layers(gpu: &Gpu, phi: &Phi2, layers: Vec<Layer>) -> Result<Self> {
+        let config = phi.config().clone();
+        if layers.len() != config.num_hidden_layers {
+            return Err(Error::Weights(format!(
+                "{} of Phi-2's {} layers are on the GPU",
+                layers.len(),
+                config.num_hidden_layers
+            )));
         }
         Ok(Self {
             rotary: RotaryTables::new(
@@ -89,7 +108,7 @@ impl GpuPhi2 {
             final_layernorm: Norm::upload(gpu, phi.final_layernorm())?,
             lm_head: GpuLinear::upload(gpu, phi.lm_head())?,
             layers,
-            act,
+            act: activation(config.hidden_act),
             config,
         })
     }

@@ -136,6 +136,15 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
+    fn params(&self) -> ClipLayerParams<'_> {
+        ClipLayerParams {
+            layer_norm1: &self.layer_norm1,
+            self_attn: &self.self_attn,
+            layer_norm2: &self.layer_norm2,
+            mlp: &self.mlp,
+        }
+    }
+
     fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         Ok(Self {
@@ -200,13 +209,36 @@ impl ClipVision {
 
     /// `vb` points at `vision_model` (so names are `embeddings.*`, `encoder.layers.N.*`).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
+        let mut clip = Self::without_layers(cfg, vb)?;
+        clip.layers = (0..cfg.num_hidden_layers)
+            .map(|i| EncoderLayer::new(cfg, &vb.pp("encoder.layers").pp(i)))
+            .collect::<Result<_>>()?;
+        Ok(clip)
+    }
+
+    /// [`Self::new`] handing each encoder layer to `take` as it is read (another engine uploads
+    /// it) instead of keeping it: the tower comes back released (see [`Self::release_layers`]).
+    pub fn new_streaming(
+        cfg: &Config,
+        vb: &Weights,
+        take: &mut dyn FnMut(usize, ClipLayerParams<'_>) -> Result<()>,
+    ) -> Result<Self> {
+        let clip = Self::without_layers(cfg, vb)?;
+        for i in 0..cfg.num_hidden_layers {
+            take(
+                i,
+                EncoderLayer::new(cfg, &vb.pp("encoder.layers").pp(i))?.params(),
+            )?;
+        }
+        Ok(clip)
+    }
+
+    fn without_layers(cfg: &Config, vb: &Weights) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
         Ok(Self {
             embeddings: Embeddings::new(cfg, &vb.pp("embeddings"))?,
             pre_layrnorm: vb.layer_norm(cfg.hidden_size, eps, "pre_layrnorm")?,
-            layers: (0..cfg.num_hidden_layers)
-                .map(|i| EncoderLayer::new(cfg, &vb.pp("encoder.layers").pp(i)))
-                .collect::<Result<_>>()?,
+            layers: Vec::new(),
             post_layernorm: vb.layer_norm(cfg.hidden_size, eps, "post_layernorm")?,
             config: cfg.clone(),
         })
@@ -219,7 +251,7 @@ impl ClipVision {
     /// Resolves a Python-style layer index (`-1` = last, `-2` = LLaVA's choice) into an index
     /// of `hidden_states` (which has `layers + 1` entries).
     pub fn hidden_state_index(&self, layer: i32) -> Result<usize> {
-        let count = self.layers.len() as i32 + 1;
+        let count = self.config.num_hidden_layers as i32 + 1;
         let index = if layer < 0 { count + layer } else { layer };
         if !(0..count).contains(&index) {
             return Err(Error::Input(format!(
@@ -282,20 +314,11 @@ impl ClipVision {
             class_embedding: &self.embeddings.class_embedding,
             position_embedding: &self.embeddings.position_embedding,
             pre_layrnorm: &self.pre_layrnorm,
-            layers: self
-                .layers
-                .iter()
-                .map(|l| ClipLayerParams {
-                    layer_norm1: &l.layer_norm1,
-                    self_attn: &l.self_attn,
-                    layer_norm2: &l.layer_norm2,
-                    mlp: &l.mlp,
-                })
-                .collect(),
+            layers: self.layers.iter().map(EncoderLayer::params).collect(),
         }
     }
 
     pub fn last_layer_index(&self) -> usize {
-        self.layers.len()
+        self.config.num_hidden_layers
     }
 }

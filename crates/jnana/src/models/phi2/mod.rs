@@ -285,14 +285,42 @@ impl Phi2 {
 
     /// Loads from weights named as in `PhiForCausalLM` (use [`layout::hf_view`] for GGUF files).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
-        let m = vb.pp("model");
-        let embed_tokens = m.embedding(cfg.vocab_size, cfg.hidden_size, "embed_tokens.weight")?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, &m.pp("layers").pp(i)))
+        let mut phi = Self::without_layers(cfg, vb)?;
+        phi.layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, &layer_weights(vb, i)))
             .collect::<Result<Vec<_>>>()?;
+        Ok(phi)
+    }
+
+    /// [`Self::new`] without keeping the decoder layers: each is read, adapted (`lora`: the
+    /// updates, and whether to merge them — `None`: unless the weights are quantized) and handed
+    /// to `take` (another engine uploads it), then dropped, so the layers are never all in memory
+    /// at once. The model comes back released (see [`Self::release_layers`]), with how many
+    /// adapter updates found a layer.
+    pub fn new_streaming(
+        cfg: &Config,
+        vb: &Weights,
+        lora: Option<(&HashMap<String, LowRank>, Option<bool>)>,
+        take: &mut dyn FnMut(&Config, usize, LayerParams<'_>) -> Result<()>,
+    ) -> Result<(Self, usize)> {
+        let phi = Self::without_layers(cfg, vb)?;
+        let mut applied = 0;
+        for i in 0..cfg.num_hidden_layers {
+            let mut layer = DecoderLayer::new(cfg, &layer_weights(vb, i))?;
+            if let Some((updates, merge)) = lora {
+                let merge = merge.unwrap_or(!phi.is_quantized());
+                applied += layer.apply_lora(i, updates, merge)?;
+            }
+            take(cfg, i, layer.params())?;
+        }
+        Ok((phi, applied))
+    }
+
+    fn without_layers(cfg: &Config, vb: &Weights) -> Result<Self> {
+        let m = vb.pp("model");
         Ok(Self {
-            embed_tokens,
-            layers,
+            embed_tokens: m.embedding(cfg.vocab_size, cfg.hidden_size, "embed_tokens.weight")?,
+            layers: Vec::new(),
             final_layernorm: m.layer_norm(
                 cfg.hidden_size,
                 cfg.layer_norm_eps,
@@ -400,19 +428,7 @@ impl Phi2 {
 
     /// Every decoder layer's parameters, for another engine (the GPU one) to upload.
     pub fn layer_params(&self) -> Vec<LayerParams<'_>> {
-        self.layers
-            .iter()
-            .map(|l| LayerParams {
-                input_layernorm: &l.input_layernorm,
-                qkv: match &l.self_attn.qkv {
-                    QkvProj::Fused(f) => vec![f],
-                    QkvProj::Split(q, k, v) => vec![q, k, v],
-                },
-                dense: &l.self_attn.dense,
-                fc1: &l.mlp.fc1,
-                fc2: &l.mlp.fc2,
-            })
-            .collect()
+        self.layers.iter().map(DecoderLayer::params).collect()
     }
 
     pub fn final_layernorm(&self) -> &LayerNorm {
@@ -510,32 +526,63 @@ impl Phi2 {
     pub fn apply_lora(&mut self, updates: &HashMap<String, LowRank>, merge: bool) -> Result<usize> {
         let mut applied = 0;
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            let get = |m: &str| updates.get(&format!("layers.{i}.{m}"));
-            let attn = &mut layer.self_attn;
-            let (q_out, kv_out) = (
-                attn.num_heads * attn.head_dim,
-                attn.num_kv_heads * attn.head_dim,
-            );
-            let split = [get("q_proj"), get("k_proj"), get("v_proj")];
-            let fused = get("qkv_proj");
-            if split.iter().any(Option::is_some) || fused.is_some() {
-                let sizes = [q_out, kv_out, kv_out];
-                let per_part: Vec<Option<LowRank>> = match fused {
-                    Some(f) => split_rows(f, &sizes)?.into_iter().map(Some).collect(),
-                    None => split.iter().map(|u| u.cloned()).collect(),
-                };
-                attn.qkv = apply_qkv(attn.qkv.clone(), &per_part, &sizes, merge)?;
-                applied += split.iter().flatten().count() + usize::from(fused.is_some());
-            }
-            for (name, linear) in [
-                ("dense", &mut attn.dense),
-                ("fc1", &mut layer.mlp.fc1),
-                ("fc2", &mut layer.mlp.fc2),
-            ] {
-                if let Some(u) = get(name) {
-                    apply_one(linear, u.clone(), merge)?;
-                    applied += 1;
-                }
+            applied += layer.apply_lora(i, updates, merge)?;
+        }
+        Ok(applied)
+    }
+}
+
+fn layer_weights(vb: &Weights, i: usize) -> Weights {
+    vb.pp("model").pp("layers").pp(i)
+}
+
+impl DecoderLayer {
+    fn params(&self) -> LayerParams<'_> {
+        LayerParams {
+            input_layernorm: &self.input_layernorm,
+            qkv: match &self.self_attn.qkv {
+                QkvProj::Fused(f) => vec![f],
+                QkvProj::Split(q, k, v) => vec![q, k, v],
+            },
+            dense: &self.self_attn.dense,
+            fc1: &self.mlp.fc1,
+            fc2: &self.mlp.fc2,
+        }
+    }
+
+    /// The updates of layer `i` (`layers.i.<module>`); how many it took.
+    fn apply_lora(
+        &mut self,
+        i: usize,
+        updates: &HashMap<String, LowRank>,
+        merge: bool,
+    ) -> Result<usize> {
+        let mut applied = 0;
+        let get = |m: &str| updates.get(&format!("layers.{i}.{m}"));
+        let attn = &mut self.self_attn;
+        let (q_out, kv_out) = (
+            attn.num_heads * attn.head_dim,
+            attn.num_kv_heads * attn.head_dim,
+        );
+        let split = [get("q_proj"), get("k_proj"), get("v_proj")];
+        let fused = get("qkv_proj");
+        if split.iter().any(Option::is_some) || fused.is_some() {
+            let sizes = [q_out, kv_out, kv_out];
+            let per_part: Vec<Option<LowRank>> = match fused {
+                Some(f) => split_rows(f, &sizes)?.into_iter().map(Some).collect(),
+                None => split.iter().map(|u| u.cloned()).collect(),
+            };
+            attn.qkv = apply_qkv(attn.qkv.clone(), &per_part, &sizes, merge)?;
+            applied += split.iter().flatten().count() + usize::from(fused.is_some());
+        }
+        for (name, linear) in [
+            ("dense", &mut attn.dense),
+            ("fc1", &mut self.mlp.fc1),
+            ("fc2", &mut self.mlp.fc2),
+        ] {
+            if let Some(u) = get(name) {
+                apply_one(linear, u.clone(), merge)?;
+                applied += 1;
             }
         }
         Ok(applied)
