@@ -13,6 +13,7 @@ use jnana::bundle::{self, FileProvider, LoadOptions, LoadProgress, Manifest, Tak
 use jnana::engine::{LanguageEngine, LocalFuture};
 use jnana::models::clip_vision::{ClipLayerParams, ClipVision};
 use jnana::models::phi2::LayerParams;
+use jnana::models::whisper::{Whisper, WhisperLayer};
 use jnana::sampling::Choice;
 use jnana::speech::{WhisperEngine, WhisperWindow};
 use jnana::Jnana;
@@ -49,14 +50,20 @@ impl GpuModels {
     pub fn upload(gpu: Rc<Gpu>, model: &Jnana, progress: &mut dyn FnMut(&str)) -> Result<Self> {
         progress("language model");
         let phi = Rc::new(GpuPhi2::upload(&gpu, &model.phi)?);
-        Self::assemble(gpu, phi, model, GpuClipVision::upload, progress)
+        Self::assemble(
+            gpu,
+            phi,
+            model,
+            GpuClipVision::upload,
+            GpuWhisper::upload,
+            progress,
+        )
     }
 
-    /// Loads a bundle straight onto the GPU: the layers of Phi-2 and CLIP are uploaded one by one
-    /// as they are read from storage (never all in CPU memory), then the projector and Whisper,
-    /// whose CPU layers are freed once up. The returned model keeps what the pipeline uses on the
-    /// CPU (token embeddings, tokenizers, preprocessing). `progress` hears the load's steps and
-    /// each layer.
+    /// Loads a bundle straight onto the GPU: the layers of Phi-2, CLIP and Whisper are uploaded
+    /// one by one as they are read from storage (never all in CPU memory). The returned model
+    /// keeps what the pipeline uses on the CPU (token embeddings, tokenizers, preprocessing,
+    /// configs). `progress` hears the load's steps and each layer.
     pub fn load(
         gpu: Rc<Gpu>,
         manifest: &Manifest,
@@ -77,29 +84,32 @@ impl GpuModels {
             heard: &heard,
             phi: Vec::new(),
             clip: Vec::new(),
+            whisper: Default::default(),
         };
         let mut model =
             bundle::load_streaming(manifest, provider, options, &mut |p| heard.tell(p), &mut up)?;
-        let (phi_layers, clip_layers) = (up.phi, up.clip);
+        let (phi_layers, clip_layers, whisper_layers) = (up.phi, up.clip, up.whisper);
         let phi = Rc::new(GpuPhi2::with_layers(&gpu, &model.phi, phi_layers)?);
         let models = Self::assemble(
             gpu,
             phi,
             &model,
             |gpu, clip| GpuClipVision::with_layers(gpu, clip, clip_layers),
+            |gpu, whisper| GpuWhisper::with_layers(gpu, whisper, whisper_layers),
             &mut |what| heard.step(format!("uploading the {what} to the GPU")),
         )?;
         model.release_layers();
         Ok((model, models))
     }
 
-    /// The models beside an uploaded Phi-2: CLIP as `clip` makes it, the projector and Whisper
-    /// uploaded from `model`.
+    /// The models beside an uploaded Phi-2: CLIP and Whisper as `clip` and `whisper` make them,
+    /// the projector uploaded from `model`.
     fn assemble(
         gpu: Rc<Gpu>,
         phi: Rc<GpuPhi2>,
         model: &Jnana,
         clip: impl FnOnce(&Gpu, &ClipVision) -> Result<GpuClipVision>,
+        whisper: impl FnOnce(&Gpu, &Whisper) -> Result<GpuWhisper>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         let vision = match &model.vision {
@@ -118,7 +128,7 @@ impl GpuModels {
         let speech = match &model.speech {
             Some(t) => {
                 progress("speech model");
-                Some(GpuSpeech::upload(gpu.clone(), &t.model)?)
+                Some(GpuSpeech::new(gpu.clone(), whisper(&gpu, &t.model)?))
             }
             None => None,
         };
@@ -170,6 +180,7 @@ struct Streamed<'a, 'p> {
     heard: &'a Heard<'p>,
     phi: Vec<crate::models::phi2::Layer>,
     clip: Vec<crate::models::blocks::EncoderLayer>,
+    whisper: crate::models::whisper::Layers,
 }
 
 impl Streamed<'_, '_> {
@@ -181,6 +192,20 @@ impl Streamed<'_, '_> {
 }
 
 impl TakeLayers for Streamed<'_, '_> {
+    fn whisper_layer(
+        &mut self,
+        config: &jnana::models::whisper::Config,
+        layer: WhisperLayer<'_>,
+    ) -> jnana::Result<()> {
+        let i = match layer {
+            WhisperLayer::Encoder(i, _) => i,
+            WhisperLayer::Decoder(i, _) => config.encoder_layers + i,
+        };
+        self.layer(i, config.encoder_layers + config.decoder_layers);
+        self.whisper.add(self.gpu, layer)?;
+        Ok(self.gpu.flush_uploads()?)
+    }
+
     fn phi_layer(
         &mut self,
         config: &jnana::models::phi2::Config,
@@ -321,10 +346,15 @@ impl WhisperWindow for GpuWindow<'_> {
 
 impl GpuSpeech {
     pub fn upload(gpu: Rc<Gpu>, whisper: &jnana::models::whisper::Whisper) -> Result<Self> {
-        Ok(Self {
-            model: Rc::new(GpuWhisper::upload(&gpu, whisper)?),
+        let model = GpuWhisper::upload(&gpu, whisper)?;
+        Ok(Self::new(gpu, model))
+    }
+
+    fn new(gpu: Rc<Gpu>, model: GpuWhisper) -> Self {
+        Self {
+            model: Rc::new(model),
             gpu,
-        })
+        }
     }
 }
 

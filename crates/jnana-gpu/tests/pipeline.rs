@@ -185,6 +185,7 @@ fn a_bundle_streams_onto_the_gpu_with_its_adapter_and_answers_as_the_cpu_load() 
         "language model: layer 1 of 2 to the GPU",
         "language model: layer 2 of 2 to the GPU",
         "vision model: layer 2 of 2 to the GPU",
+        "speech model: layer 4 of 4 to the GPU",
         "uploading the vision model to the GPU",
         "uploading the speech model to the GPU",
     ] {
@@ -211,4 +212,26 @@ fn a_bundle_streams_onto_the_gpu_with_its_adapter_and_answers_as_the_cpu_load() 
         cpu_ids,
         answers(&plain, &mut plain.new_conversation(), &params)
     );
+
+    // Whisper, streamed too, hears what the CPU model hears.
+    let audio = jnana::pipeline::AudioInput::Encoded(
+        std::fs::read(common::model::test_asset("jfk.wav")).unwrap(),
+    );
+    let speech = models
+        .speech()
+        .map(|s| s as &dyn jnana::speech::WhisperEngine);
+    let listen = |model: &Jnana, engine| {
+        jnana::engine::now(
+            model.transcribe_on(engine, &audio, |_| std::ops::ControlFlow::Continue(())),
+        )
+        .unwrap()
+        .unwrap()
+        .windows
+        .into_iter()
+        .map(|w| w.tokens)
+        .collect::<Vec<_>>()
+    };
+    let on_gpu = listen(&light, speech);
+    assert!(!on_gpu[0].is_empty());
+    assert_eq!(on_gpu, listen(&cpu, None));
 }

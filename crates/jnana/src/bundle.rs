@@ -7,6 +7,7 @@ use crate::lora::LoraAdapter;
 use crate::models::clip_vision::{self, ClipLayerParams, ClipVision};
 use crate::models::phi2::{self, layout, LayerParams, Phi2};
 use crate::models::projector::Projector;
+use crate::models::whisper::{self, TakeWhisperLayer, WhisperLayer};
 use crate::pipeline::{Jnana, PromptFormat, VisionStack};
 use crate::preprocess::PreprocessConfig;
 use crate::tokenizer::Tokenizer;
@@ -488,9 +489,10 @@ pub struct LoadProgress {
     pub what: String,
 }
 
-/// Receives the layers of Phi-2 and CLIP one by one as they are read (another engine uploads
-/// them), with the model's config and the layer's index.
+/// Receives the layers of Phi-2, CLIP and Whisper one by one as they are read (another engine
+/// uploads them), with the model's config and the layer's index.
 pub trait TakeLayers {
+    fn whisper_layer(&mut self, config: &whisper::Config, layer: WhisperLayer<'_>) -> Result<()>;
     fn phi_layer(&mut self, config: &phi2::Config, index: usize, p: LayerParams<'_>) -> Result<()>;
     fn clip_layer(
         &mut self,
@@ -510,9 +512,9 @@ pub fn load(
     load_with(manifest, provider, options, progress, None)
 }
 
-/// [`load`] handing the layers of Phi-2 and CLIP to `layers` one by one as they are read
-/// (another engine uploads them), so they are never all in memory: the model comes back with
-/// both released (see [`Jnana::release_layers`]); the projector and Whisper are loaded whole.
+/// [`load`] handing the layers of Phi-2, CLIP and Whisper to `layers` one by one as they are
+/// read (another engine uploads them), so they are never all in memory: the model comes back
+/// released (see [`Jnana::release_layers`]); the projector is loaded whole.
 pub fn load_streaming(
     manifest: &Manifest,
     provider: &mut dyn FileProvider,
@@ -610,7 +612,7 @@ fn load_with(
         };
         let source = weights::open_source(&entry.name, provider.open(entry)?)?;
         let vb = clip_weights(source, device, options.quantized_matmul);
-        let clip = match layers {
+        let clip = match &mut layers {
             None => ClipVision::new(&config, &vb)?,
             Some(take) => {
                 ClipVision::new_streaming(&config, &vb, &mut |i, p| take.clip_layer(&config, i, p))?
@@ -645,12 +647,16 @@ fn load_with(
         let tok = manifest.file(Role::SpeechTokenizer).expect("validated");
         let mut tok_bytes = Vec::new();
         provider.open(tok)?.read_to_end(&mut tok_bytes)?;
-        Some(crate::speech::load(
+        let mut take = layers
+            .as_mut()
+            .map(|t| move |c: &whisper::Config, l: WhisperLayer<'_>| t.whisper_layer(c, l));
+        Some(crate::speech::load_with(
             source,
             config.as_ref(),
             &tok_bytes,
             device,
             options.quantized_matmul,
+            take.as_mut().map(|t| t as &mut TakeWhisperLayer<'_>),
         )?)
     } else {
         None

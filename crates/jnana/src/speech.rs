@@ -9,7 +9,7 @@ use crate::audio::mel::{LogMel, MelConfig};
 use crate::audio::SAMPLE_RATE;
 use crate::engine::{now, LocalFuture};
 use crate::error::{Error, Result};
-use crate::models::whisper::{self, DecoderState, Whisper};
+use crate::models::whisper::{self, DecoderState, TakeWhisperLayer, Whisper};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{QuantizedMatmul, TensorSource, Weights};
 use candle_core::{Device, Tensor};
@@ -616,9 +616,31 @@ pub fn load(
     device: &Device,
     quantized_matmul: QuantizedMatmul,
 ) -> Result<Transcriber> {
+    load_with(
+        source,
+        config,
+        tokenizer_json,
+        device,
+        quantized_matmul,
+        None,
+    )
+}
+
+/// [`load`], or with `layers` [`Whisper::new_streaming`]: the layers go to it as they are read.
+pub fn load_with(
+    source: Arc<dyn TensorSource>,
+    config: Option<&serde_json::Value>,
+    tokenizer_json: &[u8],
+    device: &Device,
+    quantized_matmul: QuantizedMatmul,
+    layers: Option<&mut TakeWhisperLayer<'_>>,
+) -> Result<Transcriber> {
     let cfg = whisper_config(source.as_ref(), config)?;
     let vb = Weights::new(source, device).with_quantized_matmul(quantized_matmul);
-    let model = Whisper::new(&cfg, &vb)?;
+    let model = match layers {
+        None => Whisper::new(&cfg, &vb)?,
+        Some(take) => Whisper::new_streaming(&cfg, &vb, take)?,
+    };
     let tokenizer = Tokenizer::from_bytes("speech tokenizer.json", tokenizer_json)?;
     Transcriber::new(model, tokenizer)
 }

@@ -8,7 +8,7 @@ use super::{activation, GpuLinear, Norm};
 use crate::ops::{self, Activation, KvCache};
 use crate::{Error, Gpu, GpuTensor, Result};
 use candle_core::Tensor;
-use jnana::models::whisper::{decoder_embeddings, Config, Whisper};
+use jnana::models::whisper::{decoder_embeddings, Config, Whisper, WhisperLayer};
 use jnana::weights::{Embedding, Linear};
 
 struct DecoderLayer {
@@ -18,6 +18,36 @@ struct DecoderLayer {
     encoder_attn: Attention,
     final_layer_norm: Norm,
     mlp: Mlp,
+}
+
+/// Encoder and decoder layers uploaded one by one (as a streaming load reads them).
+#[derive(Default)]
+pub(crate) struct Layers {
+    encoder: Vec<EncoderLayer>,
+    decoder: Vec<DecoderLayer>,
+}
+
+impl Layers {
+    pub(crate) fn add(&mut self, gpu: &Gpu, layer: WhisperLayer<'_>) -> Result<()> {
+        match layer {
+            WhisperLayer::Encoder(_, l) => self.encoder.push(EncoderLayer::upload(
+                gpu,
+                &l.self_attn_layer_norm,
+                &l.self_attn,
+                &l.final_layer_norm,
+                &l.mlp,
+            )?),
+            WhisperLayer::Decoder(_, l) => self.decoder.push(DecoderLayer {
+                self_attn_layer_norm: Norm::upload(gpu, &l.self_attn_layer_norm)?,
+                self_attn: Attention::upload(gpu, &l.self_attn)?,
+                encoder_attn_layer_norm: Norm::upload(gpu, &l.encoder_attn_layer_norm)?,
+                encoder_attn: Attention::upload(gpu, &l.encoder_attn)?,
+                final_layer_norm: Norm::upload(gpu, &l.final_layer_norm)?,
+                mlp: Mlp::upload(gpu, &l.mlp)?,
+            }),
+        }
+        Ok(())
+    }
 }
 
 /// What the encoder reports (the embeddings too, for reference checks).
@@ -63,7 +93,31 @@ pub struct GpuWhisper {
 
 impl GpuWhisper {
     pub fn upload(gpu: &Gpu, model: &Whisper) -> Result<Self> {
+        let p = model.params();
+        let mut layers = Layers::default();
+        for (i, l) in p.encoder_layers.iter().enumerate() {
+            layers.add(gpu, WhisperLayer::Encoder(i, l))?;
+        }
+        for (i, l) in p.decoder_layers.iter().enumerate() {
+            layers.add(gpu, WhisperLayer::Decoder(i, l))?;
+        }
+        Self::with_layers(gpu, model, layers)
+    }
+
+    /// The model from uploaded `layers` and the rest of `model` (which may be released).
+    pub(crate) fn with_layers(gpu: &Gpu, model: &Whisper, layers: Layers) -> Result<Self> {
         let config = model.config().clone();
+        if layers.encoder.len() != config.encoder_layers
+            || layers.decoder.len() != config.decoder_layers
+        {
+            return Err(Error::Weights(format!(
+                "{} + {} of Whisper's {} + {} layers are on the GPU",
+                layers.encoder.len(),
+                layers.decoder.len(),
+                config.encoder_layers,
+                config.decoder_layers
+            )));
+        }
         let p = model.params();
         let d = config.d_model;
         let conv = |(w, b): (&Tensor, &Tensor)| -> Result<(GpuTensor, GpuTensor)> {
@@ -80,36 +134,11 @@ impl GpuWhisper {
             act: activation(config.activation_function),
             encoder_positions: gpu
                 .upload_tensor(p.encoder_positions, &[config.max_source_positions, d])?,
-            encoder_layers: p
-                .encoder_layers
-                .iter()
-                .map(|l| {
-                    EncoderLayer::upload(
-                        gpu,
-                        &l.self_attn_layer_norm,
-                        &l.self_attn,
-                        &l.final_layer_norm,
-                        &l.mlp,
-                    )
-                })
-                .collect::<Result<_>>()?,
+            encoder_layers: layers.encoder,
             encoder_layer_norm: Norm::upload(gpu, p.encoder_layer_norm)?,
             embed_tokens: p.embed_tokens.clone(),
             decoder_positions: p.decoder_positions.clone(),
-            decoder_layers: p
-                .decoder_layers
-                .iter()
-                .map(|l| {
-                    Ok(DecoderLayer {
-                        self_attn_layer_norm: Norm::upload(gpu, &l.self_attn_layer_norm)?,
-                        self_attn: Attention::upload(gpu, &l.self_attn)?,
-                        encoder_attn_layer_norm: Norm::upload(gpu, &l.encoder_attn_layer_norm)?,
-                        encoder_attn: Attention::upload(gpu, &l.encoder_attn)?,
-                        final_layer_norm: Norm::upload(gpu, &l.final_layer_norm)?,
-                        mlp: Mlp::upload(gpu, &l.mlp)?,
-                    })
-                })
-                .collect::<Result<_>>()?,
+            decoder_layers: layers.decoder,
             decoder_layer_norm: Norm::upload(gpu, p.decoder_layer_norm)?,
             output_head: GpuLinear::upload(gpu, &head)?,
             config,

@@ -268,6 +268,15 @@ pub fn decoder_embeddings(
 }
 
 /// Borrowed parameters, for engines that run the same model elsewhere (the GPU engine).
+/// Receives the layers [`Whisper::new_streaming`] reads.
+pub type TakeWhisperLayer<'a> = dyn FnMut(&Config, WhisperLayer<'_>) -> Result<()> + 'a;
+
+/// A layer handed out by [`Whisper::new_streaming`], with its index.
+pub enum WhisperLayer<'a> {
+    Encoder(usize, &'a EncoderLayer),
+    Decoder(usize, &'a DecoderLayer),
+}
+
 pub struct WhisperParams<'a> {
     /// `([d_model, in, 3], [d_model])` weight and bias of each stem convolution.
     pub conv1: (&'a Tensor, &'a Tensor),
@@ -301,6 +310,42 @@ pub struct Whisper {
 impl Whisper {
     /// `vb` points at the checkpoint root (names `model.encoder.*`, `model.decoder.*`).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
+        let mut whisper = Self::without_layers(cfg, vb)?;
+        let (enc, dec) = (vb.pp("model.encoder.layers"), vb.pp("model.decoder.layers"));
+        whisper.encoder_layers = (0..cfg.encoder_layers)
+            .map(|i| EncoderLayer::new(cfg, &enc.pp(i)))
+            .collect::<Result<_>>()?;
+        whisper.decoder_layers = (0..cfg.decoder_layers)
+            .map(|i| DecoderLayer::new(cfg, &dec.pp(i)))
+            .collect::<Result<_>>()?;
+        Ok(whisper)
+    }
+
+    /// [`Self::new`] handing each layer to `take` as it is read (another engine uploads it)
+    /// instead of keeping it: the model comes back released (see [`Self::release_layers`]).
+    pub fn new_streaming(
+        cfg: &Config,
+        vb: &Weights,
+        take: &mut TakeWhisperLayer<'_>,
+    ) -> Result<Self> {
+        let whisper = Self::without_layers(cfg, vb)?;
+        let (enc, dec) = (vb.pp("model.encoder.layers"), vb.pp("model.decoder.layers"));
+        for i in 0..cfg.encoder_layers {
+            take(
+                cfg,
+                WhisperLayer::Encoder(i, &EncoderLayer::new(cfg, &enc.pp(i))?),
+            )?;
+        }
+        for i in 0..cfg.decoder_layers {
+            take(
+                cfg,
+                WhisperLayer::Decoder(i, &DecoderLayer::new(cfg, &dec.pp(i))?),
+            )?;
+        }
+        Ok(whisper)
+    }
+
+    fn without_layers(cfg: &Config, vb: &Weights) -> Result<Self> {
         let (d, mels) = (cfg.d_model, cfg.num_mel_bins);
         let enc = vb.pp("model.encoder");
         let dec = vb.pp("model.decoder");
@@ -315,16 +360,12 @@ impl Whisper {
             conv1: conv("conv1", mels)?,
             conv2: conv("conv2", d)?,
             encoder_positions: enc.get(&[cfg.max_source_positions, d], "embed_positions.weight")?,
-            encoder_layers: (0..cfg.encoder_layers)
-                .map(|i| EncoderLayer::new(cfg, &enc.pp("layers").pp(i)))
-                .collect::<Result<_>>()?,
+            encoder_layers: Vec::new(),
             encoder_layer_norm: enc.layer_norm(d, LN_EPS, "layer_norm")?,
             output_head: embed_tokens.as_output_head(),
             embed_tokens,
             decoder_positions: dec.get(&[cfg.max_target_positions, d], "embed_positions.weight")?,
-            decoder_layers: (0..cfg.decoder_layers)
-                .map(|i| DecoderLayer::new(cfg, &dec.pp("layers").pp(i)))
-                .collect::<Result<_>>()?,
+            decoder_layers: Vec::new(),
             decoder_layer_norm: dec.layer_norm(d, LN_EPS, "layer_norm")?,
             config: cfg.clone(),
         })
