@@ -28,6 +28,13 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table
     #[arg(long)]
     pub json: bool,
+    /// Only the language model (no image encoding, no Whisper)
+    #[arg(long)]
+    pub text_only: bool,
+    /// Time another implementation on the bundle's Phi-2 GGUF with the same prompt instead of
+    /// ours: `candle` (candle-transformers' `quantized_phi`, CPU). Implies --text-only.
+    #[arg(long)]
+    pub peer: Option<Peer>,
     /// A Whisper folder to time instead of the bundle's speech model
     #[arg(long)]
     pub whisper: Option<std::path::PathBuf>,
@@ -40,13 +47,25 @@ pub struct BenchArgs {
     pub backend: Backend,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Peer {
+    Candle,
+}
+
+/// The benchmark's prompt: a fixed, deterministic run of ordinary token ids.
+pub fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i * 7919 + 13) % (vocab as u32).min(50000))
+        .collect()
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// Peak resident memory of this process in MB (Linux), if known.
-fn peak_rss_mb() -> Option<f64> {
+pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -54,6 +73,9 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(Peer::Candle) = args.peer {
+        return crate::peer::candle_phi(&args);
+    }
     let runs = args.runs.max(1);
     let gpu = match args.backend {
         Backend::Cpu => None,
@@ -63,11 +85,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (model, _, on_gpu) = chat::load(&args.bundle, false, args.dequantize, gpu.clone())?;
     let load_s = started.elapsed().as_secs_f64();
     let phi = &model.phi;
-    let vocab = model.vocab_limit() as u32;
-    // A fixed, deterministic prompt of ordinary token ids.
-    let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
-        .map(|i| (i * 7919 + 13) % vocab.min(50000))
-        .collect();
+    let prompt = prompt_ids(args.prompt_tokens, model.vocab_limit());
     let embeds = phi.embed(&prompt)?.unsqueeze(0)?;
     let whisper = match &args.whisper {
         Some(dir) => Some(crate::transcribe::load_model(dir)?),
@@ -112,6 +130,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         decode.push(args.decode_tokens as f64 / t.elapsed().as_secs_f64());
     }
     let image_ms = match &model.vision {
+        _ if args.text_only => None,
         None => None,
         Some(_) => {
             let picture = test_picture()?;
@@ -129,6 +148,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let whisper_rtf = match &whisper {
+        _ if args.text_only => None,
         None => None,
         Some(t) => {
             let samples = match &args.audio {
@@ -202,6 +222,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     match image_ms {
         Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
+        None if args.text_only => println!("image encode      - (--text-only)"),
         None => println!("image encode      - (no vision model)"),
     }
     match whisper_rtf {
@@ -213,6 +234,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .display()
                     .to_string())
         ),
+        None if args.text_only => println!("whisper           - (--text-only)"),
         None => println!("whisper           - (no speech model)"),
     }
     match peak_rss_mb() {

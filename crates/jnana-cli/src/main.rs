@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod convert;
 mod files;
+mod peer;
 mod transcribe;
 
 use anyhow::Result;

@@ -1,0 +1,77 @@
+//! Peers timed on our workload: candle-transformers' own quantized Phi-2 (`quantized_phi`) on
+//! the bundle's GGUF, with the same prompt ids and the same greedy loop as `jnana bench`, so the
+//! two can be run alternately by `bench/peers.py`. (llama.cpp runs as its own program there.)
+
+use crate::bench::{median, peak_rss_mb, prompt_ids, BenchArgs};
+use anyhow::{Context, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_phi::ModelWeights;
+use jnana::bundle::{self, Role};
+use std::time::Instant;
+
+pub fn candle_phi(args: &BenchArgs) -> Result<()> {
+    let (manifest, dir) = bundle::read_manifest(&args.bundle)?;
+    let entry = manifest
+        .file(Role::LanguageModel)
+        .context("the bundle has no language model")?;
+    let path = dir.join(&entry.name);
+    let started = Instant::now();
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let content = gguf_file::Content::read(&mut file)
+        .with_context(|| format!("{} is not a GGUF file", path.display()))?;
+    let vocab = content
+        .metadata
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.to_vec().ok())
+        .map_or(50_000, |t| t.len());
+    let mut model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let prompt = prompt_ids(args.prompt_tokens, vocab);
+    let greedy =
+        |logits: &Tensor| -> Result<u32> { Ok(logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?) };
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs.max(1) {
+        let t = Instant::now();
+        // Position 0 starts a fresh cache.
+        let input = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let mut id = greedy(&model.forward(&input, 0)?)?;
+        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..args.decode_tokens {
+            let input = Tensor::new(&[id], &Device::Cpu)?.unsqueeze(0)?;
+            id = greedy(&model.forward(&input, prompt.len() + i)?)?;
+        }
+        decode.push(args.decode_tokens as f64 / t.elapsed().as_secs_f64());
+    }
+    let report = serde_json::json!({
+        "bundle": args.bundle.display().to_string(),
+        "device": "candle-transformers quantized_phi (CPU)",
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "load_s": load_s,
+        "prompt_tokens": prompt.len(),
+        "prefill_tok_per_s": median(prefill),
+        "decode_tokens": args.decode_tokens,
+        "decode_tok_per_s": median(decode),
+        "peak_rss_mb": peak_rss_mb(),
+        "runs": args.runs.max(1),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("candle-transformers quantized_phi on {}", path.display());
+        println!("load              {load_s:.2} s");
+        println!(
+            "prefill           {:.1} tok/s ({} tokens)",
+            report["prefill_tok_per_s"].as_f64().unwrap_or(0.0),
+            prompt.len()
+        );
+        println!(
+            "decode            {:.2} tok/s ({} tokens)",
+            report["decode_tok_per_s"].as_f64().unwrap_or(0.0),
+            args.decode_tokens
+        );
+    }
+    Ok(())
+}
