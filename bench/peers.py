@@ -207,6 +207,7 @@ def main():
                     row[f"ours_over_{peer}_{key}"] = row[f"ours_{key}"] / theirs if theirs else None
             results.append(row)
     report = {
+        "command": " ".join(["python3", "bench/peers.py"] + sys.argv[1:]),
         "machine": machine(),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                  capture_output=True, text=True).stdout.strip(),
@@ -227,6 +228,8 @@ def main():
 def markdown(r):
     f = lambda v, d=1: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = [
+        f"`{r['command']}`",
+        "",
         f"Machine: {r['machine']}; {r['threads']} threads for every program.",
         f"Ours: commit {r['commit']}. llama.cpp: {r['llama_cpp']}. "
         f"candle-transformers {r['candle_transformers']} (`quantized_phi`).",

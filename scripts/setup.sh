@@ -22,6 +22,10 @@ command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_inst
 command -v espeak-ng >/dev/null || apt_install espeak-ng
 command -v sox >/dev/null && sox -h 2>/dev/null | grep -q mp3 || apt_install sox libsox-fmt-base libsox-fmt-mp3
 command -v npm >/dev/null || apt_install npm
+# The peer benchmark (bench/peers.py) builds llama.cpp from its PyPI sdist.
+command -v cmake >/dev/null || apt_install cmake
+command -v g++ >/dev/null && command -v make >/dev/null || apt_install g++ make
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 # A Vulkan adapter for the GPU engine's tests: Mesa's software lavapipe.
 [ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || apt_install mesa-vulkan-drivers libvulkan1
 

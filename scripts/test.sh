@@ -45,4 +45,7 @@ JNANA_CLI="$jnana" JNANA_DIST=dist JNANA_BUNDLE="$e2e/bundles/tiny" JNANA_ARTIFA
 JNANA_IMAGE=tests/fixtures/clip_vision/image.png JNANA_WAV="$e2e/question.wav" \
   node --test --test-concurrency=1 tests/e2e/app.test.mjs
 
+step "the peer benchmark runs (tiny bundle; llama.cpp built from its PyPI sdist)"
+python3 bench/peers.py --quick
+
 step "all tests passed"
