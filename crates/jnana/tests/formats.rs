@@ -618,3 +618,57 @@ fn a_q8_0_vision_tower_stays_close_to_float() {
         "max {max}, mean {mean}, scale {scale}"
     );
 }
+
+#[test]
+fn candle_transformers_own_quantized_phi_reads_our_gguf_as_we_do() {
+    // The peer benchmark times candle-transformers' `quantized_phi` on our synthetic GGUF: it
+    // must be the same model there, or the comparison means nothing.
+    let (manifest, files) = tiny_bundle(|s| s.text_quant = GgmlDType::Q4_0);
+    let gguf = files
+        .iter()
+        .find(|f| f.entry.role == Role::LanguageModel)
+        .unwrap()
+        .bytes
+        .clone();
+    let ours = load(&manifest, &files);
+    let prompt: Vec<u32> = (0..24u32).map(|i| (i * 7919 + 13) % 1000).collect();
+    let embeds = ours.phi.embed(&prompt).unwrap().unsqueeze(0).unwrap();
+    let our_logits = ours
+        .phi
+        .forward(&embeds, &mut ours.phi.new_cache())
+        .unwrap();
+    let our_ids = greedy(&ours.phi, &embeds, 12, None).unwrap();
+
+    let mut reader = Cursor::new(gguf);
+    let content = gguf_file::Content::read(&mut reader).unwrap();
+    let mut peer = candle_transformers::models::quantized_phi::ModelWeights::from_gguf(
+        content,
+        &mut reader,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let peer_logits = peer.forward(&input, 0).unwrap().squeeze(0).unwrap();
+    let (max, _) = abs_diff(&our_logits, &peer_logits).unwrap();
+    // The same candle kernels on the same blocks: identical here, within 1e-5 anywhere.
+    assert!(max <= 1e-5, "last-position logits differ by {max}");
+    let mut peer_ids = Vec::new();
+    let mut logits = peer_logits;
+    for i in 0..12 {
+        let id = jnana::sampling::argmax(&logits.to_vec1::<f32>().unwrap());
+        peer_ids.push(id);
+        let next = Tensor::new(&[id], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        logits = peer
+            .forward(&next, prompt.len() + i)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+    }
+    assert_eq!(our_ids, peer_ids);
+}
