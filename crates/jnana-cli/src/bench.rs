@@ -5,6 +5,7 @@ use crate::{chat, Backend};
 use anyhow::Result;
 use jnana::engine::{now, CandleEngine, LanguageEngine};
 use jnana::speech::{CandleWhisper, WhisperEngine};
+use jnana::{Conversation, GenerationParams, Jnana, Request};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -94,7 +95,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // The engines: candle, or the GPU engine with every model loaded onto it.
     let mut gpu_weights = None;
     let mut device = format!("{:?}", model.device());
-    let (mut engine, gpu_speech): (Box<dyn LanguageEngine>, _) = match (gpu, on_gpu) {
+    // A fresh conversation on the same engine (for the whole-pipeline timing).
+    let conversation = |m: &Jnana| -> Result<Conversation> {
+        Ok(match &on_gpu {
+            Some(models) => Conversation::with_engine(m, Box::new(models.engine()?)),
+            None => m.new_conversation(),
+        })
+    };
+    let (mut engine, gpu_speech): (Box<dyn LanguageEngine>, _) = match (gpu, &on_gpu) {
         (Some(gpu), Some(models)) => {
             let speech = match (&args.whisper, &whisper) {
                 (Some(_), Some(t)) => {
@@ -147,6 +155,35 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(median(times))
         }
     };
+    // What a user waits for: picture + question in, first answer token out (image decoding,
+    // CLIP, projector, the prompt's prefill), through the conversation as the app runs it.
+    let first_token_ms = match &model.vision {
+        _ if args.text_only => None,
+        None => None,
+        Some(_) => {
+            let request = Request {
+                image: Some(test_picture()?),
+                text: Some("What is in this picture?".into()),
+                ..Request::default()
+            };
+            let params = GenerationParams {
+                max_new_tokens: 1,
+                ..GenerationParams::default()
+            };
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let mut conversation = conversation(&model)?;
+                let t = Instant::now();
+                let mut first = None;
+                conversation.ask(&model, &request, &params, |_| {
+                    first.get_or_insert(t.elapsed());
+                    std::ops::ControlFlow::Continue(())
+                })?;
+                times.push(first.unwrap_or(t.elapsed()).as_secs_f64() * 1e3);
+            }
+            Some(median(times))
+        }
+    };
     let whisper_rtf = match &whisper {
         _ if args.text_only => None,
         None => None,
@@ -190,6 +227,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "decode_tokens": args.decode_tokens,
         "decode_tok_per_s": median(decode),
         "image_encode_ms": image_ms,
+        "first_token_ms_picture_and_question": first_token_ms,
         "whisper_real_time_factor": whisper_rtf,
         "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
@@ -224,6 +262,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
         None if args.text_only => println!("image encode      - (--text-only)"),
         None => println!("image encode      - (no vision model)"),
+    }
+    match first_token_ms {
+        Some(ms) => println!("first token       {ms:.1} ms (picture + question, whole pipeline)"),
+        None => println!("first token       - (no picture measurement)"),
     }
     match whisper_rtf {
         Some(rtf) => println!(

@@ -296,6 +296,7 @@ fn bench_prints_its_numbers() {
         "prefill_tok_per_s",
         "decode_tok_per_s",
         "image_encode_ms",
+        "first_token_ms_picture_and_question",
         "peak_rss_mb",
     ] {
         let v = report[key]
@@ -348,6 +349,7 @@ fn the_gpu_backend_chats_benches_and_checks_fixtures() {
         "prefill_tok_per_s",
         "decode_tok_per_s",
         "image_encode_ms",
+        "first_token_ms_picture_and_question",
     ] {
         let v = report[key]
             .as_f64()
