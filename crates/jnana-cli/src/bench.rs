@@ -60,6 +60,48 @@ pub fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
+/// What a generation timing feeds the model: the whole prompt into an empty cache, or one
+/// token at a position.
+pub enum Feed {
+    Prompt,
+    Token(u32, usize),
+}
+
+/// Median prefill and decode speeds (tokens/s) over `runs`: `feed` returns the greedy next id.
+pub fn speeds(
+    runs: usize,
+    prompt_len: usize,
+    decode_tokens: usize,
+    mut feed: impl FnMut(Feed) -> Result<u32>,
+) -> Result<(f64, f64)> {
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let mut id = feed(Feed::Prompt)?;
+        prefill.push(prompt_len as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..decode_tokens {
+            id = feed(Feed::Token(id, prompt_len + i))?;
+        }
+        decode.push(decode_tokens as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok((median(prefill), median(decode)))
+}
+
+/// The prefill and decode lines of a report.
+pub fn print_speeds(report: &serde_json::Value) {
+    println!(
+        "prefill           {:.1} tok/s ({} tokens)",
+        report["prefill_tok_per_s"].as_f64().unwrap_or(0.0),
+        report["prompt_tokens"]
+    );
+    println!(
+        "decode            {:.2} tok/s ({} tokens)",
+        report["decode_tok_per_s"].as_f64().unwrap_or(0.0),
+        report["decode_tokens"]
+    );
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -124,19 +166,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let greedy =
         |logits: &candle_core::Tensor| -> Result<u32> { Ok(logits.argmax(0)?.to_scalar::<u32>()?) };
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        engine.clear();
-        let t = Instant::now();
-        let mut id = greedy(&now(engine.forward(&embeds))??)?;
-        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for _ in 0..args.decode_tokens {
-            let next = phi.embed(&[id])?.unsqueeze(0)?;
-            id = greedy(&now(engine.forward(&next))??)?;
+    let (prefill, decode) = speeds(runs, prompt.len(), args.decode_tokens, |feed| match feed {
+        Feed::Prompt => {
+            engine.clear();
+            greedy(&now(engine.forward(&embeds))??)
         }
-        decode.push(args.decode_tokens as f64 / t.elapsed().as_secs_f64());
-    }
+        Feed::Token(id, _) => greedy(&now(engine.forward(&phi.embed(&[id])?.unsqueeze(0)?))??),
+    })?;
     let image_ms = match &model.vision {
         _ if args.text_only => None,
         None => None,
@@ -223,9 +259,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "load_s": load_s,
         "prompt_tokens": prompt.len(),
-        "prefill_tok_per_s": median(prefill),
+        "prefill_tok_per_s": prefill,
         "decode_tokens": args.decode_tokens,
-        "decode_tok_per_s": median(decode),
+        "decode_tok_per_s": decode,
         "image_encode_ms": image_ms,
         "first_token_ms_picture_and_question": first_token_ms,
         "whisper_real_time_factor": whisper_rtf,
@@ -248,16 +284,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "load              {load_s:.2} s (streamed onto the GPU: {mb:.0} MB of weights there)"
         ),
     }
-    println!(
-        "prefill           {:.1} tok/s ({} tokens)",
-        report["prefill_tok_per_s"].as_f64().unwrap_or(0.0),
-        prompt.len()
-    );
-    println!(
-        "decode            {:.2} tok/s ({} tokens)",
-        report["decode_tok_per_s"].as_f64().unwrap_or(0.0),
-        args.decode_tokens
-    );
+    print_speeds(&report);
     match image_ms {
         Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
         None if args.text_only => println!("image encode      - (--text-only)"),

@@ -2,7 +2,7 @@
 //! the bundle's GGUF, with the same prompt ids and the same greedy loop as `jnana bench`, so the
 //! two can be run alternately by `bench/peers.py`. (llama.cpp runs as its own program there.)
 
-use crate::bench::{median, peak_rss_mb, prompt_ids, BenchArgs};
+use crate::bench::{peak_rss_mb, print_speeds, prompt_ids, speeds, BenchArgs, Feed};
 use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
@@ -31,29 +31,23 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
     let prompt = prompt_ids(args.prompt_tokens, vocab);
     let greedy =
         |logits: &Tensor| -> Result<u32> { Ok(logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?) };
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs.max(1) {
-        let t = Instant::now();
+    let (prefill, decode) = speeds(args.runs, prompt.len(), args.decode_tokens, |feed| {
         // Position 0 starts a fresh cache.
-        let input = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-        let mut id = greedy(&model.forward(&input, 0)?)?;
-        prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for i in 0..args.decode_tokens {
-            let input = Tensor::new(&[id], &Device::Cpu)?.unsqueeze(0)?;
-            id = greedy(&model.forward(&input, prompt.len() + i)?)?;
-        }
-        decode.push(args.decode_tokens as f64 / t.elapsed().as_secs_f64());
-    }
+        let (ids, at) = match feed {
+            Feed::Prompt => (prompt.clone(), 0),
+            Feed::Token(id, at) => (vec![id], at),
+        };
+        greedy(&model.forward(&Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?, at)?)
+    })?;
     let report = serde_json::json!({
         "bundle": args.bundle.display().to_string(),
         "device": "candle-transformers quantized_phi (CPU)",
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "load_s": load_s,
         "prompt_tokens": prompt.len(),
-        "prefill_tok_per_s": median(prefill),
+        "prefill_tok_per_s": prefill,
         "decode_tokens": args.decode_tokens,
-        "decode_tok_per_s": median(decode),
+        "decode_tok_per_s": decode,
         "peak_rss_mb": peak_rss_mb(),
         "runs": args.runs.max(1),
     });
@@ -62,16 +56,7 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
     } else {
         println!("candle-transformers quantized_phi on {}", path.display());
         println!("load              {load_s:.2} s");
-        println!(
-            "prefill           {:.1} tok/s ({} tokens)",
-            report["prefill_tok_per_s"].as_f64().unwrap_or(0.0),
-            prompt.len()
-        );
-        println!(
-            "decode            {:.2} tok/s ({} tokens)",
-            report["decode_tok_per_s"].as_f64().unwrap_or(0.0),
-            args.decode_tokens
-        );
+        print_speeds(&report);
     }
     Ok(())
 }

@@ -278,6 +278,16 @@ fn write_small_tokenizer(dir: &Path) -> PathBuf {
     path
 }
 
+/// Each of `keys` is a positive number in `report`.
+fn assert_positive(report: &serde_json::Value, keys: &[&str]) {
+    for key in keys {
+        let v = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {report}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+}
+
 #[test]
 fn bench_prints_its_numbers() {
     let dir = synth_tiny("bench");
@@ -291,19 +301,17 @@ fn bench_prints_its_numbers() {
         "--json",
     ]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in [
-        "load_s",
-        "prefill_tok_per_s",
-        "decode_tok_per_s",
-        "image_encode_ms",
-        "first_token_ms_picture_and_question",
-        "peak_rss_mb",
-    ] {
-        let v = report[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing in {report}"));
-        assert!(v > 0.0, "{key} = {v}");
-    }
+    assert_positive(
+        &report,
+        &[
+            "load_s",
+            "prefill_tok_per_s",
+            "decode_tok_per_s",
+            "image_encode_ms",
+            "first_token_ms_picture_and_question",
+            "peak_rss_mb",
+        ],
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -343,19 +351,17 @@ fn the_gpu_backend_chats_benches_and_checks_fixtures() {
         "--json",
     ]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in [
-        "load_s",
-        "gpu_weights_mb",
-        "prefill_tok_per_s",
-        "decode_tok_per_s",
-        "image_encode_ms",
-        "first_token_ms_picture_and_question",
-    ] {
-        let v = report[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing in {report}"));
-        assert!(v > 0.0, "{key} = {v}");
-    }
+    assert_positive(
+        &report,
+        &[
+            "load_s",
+            "gpu_weights_mb",
+            "prefill_tok_per_s",
+            "decode_tok_per_s",
+            "image_encode_ms",
+            "first_token_ms_picture_and_question",
+        ],
+    );
     assert!(report["device"].as_str().unwrap().starts_with("wgpu"));
     let out = run(jnana()
         .args(["conformance", "--backend", "wgpu"])

@@ -38,9 +38,12 @@ pub struct GpuModels {
 
 impl Drop for GpuModels {
     /// Cached bind groups hold the weights they bind: without this, dropped models would keep
-    /// their GPU memory until the caches turned over.
+    /// their GPU memory until the caches turned over. Only the last handle trims (each engine
+    /// holds one; the others still use the caches).
     fn drop(&mut self) {
-        self.gpu.trim();
+        if Rc::strong_count(&self.phi) == 1 {
+            self.gpu.trim();
+        }
     }
 }
 
