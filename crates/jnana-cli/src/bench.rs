@@ -6,7 +6,6 @@ use anyhow::Result;
 use jnana::engine::{now, CandleEngine, LanguageEngine};
 use jnana::speech::{CandleWhisper, WhisperEngine};
 use jnana::{Conversation, GenerationParams, Jnana, Request};
-use std::rc::Rc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -42,8 +41,8 @@ pub struct BenchArgs {
     /// Audio for the Whisper measurement (default: 30 s of synthetic sound)
     #[arg(long)]
     pub audio: Option<std::path::PathBuf>,
-    /// Where the models run: `cpu` (candle) or `wgpu` (the GPU engine: Phi-2, CLIP + projector
-    /// and Whisper)
+    /// Where the models run: `cpu` (candle), `wgpu` (the GPU engine: Phi-2, CLIP + projector
+    /// and Whisper) or `cuda` (candle on NVIDIA GPU 0, in a `cuda` build)
     #[arg(long, default_value = "cpu")]
     pub backend: Backend,
 }
@@ -120,23 +119,33 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return crate::peer::candle_phi(&args);
     }
     let runs = args.runs.max(1);
-    let gpu = match args.backend {
-        Backend::Cpu => None,
-        Backend::Wgpu => Some(Rc::new(jnana_gpu::Gpu::new_blocking()?)),
-    };
+    let gpu = args.backend.gpu()?;
     let started = Instant::now();
-    let (model, _, on_gpu) = chat::load(&args.bundle, false, args.dequantize, gpu.clone())?;
+    let (model, _, on_gpu) = chat::load(
+        &args.bundle,
+        false,
+        args.dequantize,
+        args.backend,
+        gpu.clone(),
+    )?;
     let load_s = started.elapsed().as_secs_f64();
     let phi = &model.phi;
     let prompt = prompt_ids(args.prompt_tokens, model.vocab_limit());
     let embeds = phi.embed(&prompt)?.unsqueeze(0)?;
     let whisper = match &args.whisper {
-        Some(dir) => Some(crate::transcribe::load_model(dir)?),
+        Some(dir) => Some(crate::transcribe::load_model(
+            dir,
+            &args.backend.candle_device()?,
+        )?),
         None => model.speech.clone(),
     };
     // The engines: candle, or the GPU engine with every model loaded onto it.
     let mut gpu_weights = None;
-    let mut device = format!("{:?}", model.device());
+    let mut device = match model.device() {
+        candle_core::Device::Cpu => "cpu (candle)".to_string(),
+        candle_core::Device::Cuda(_) => "cuda:0 (candle)".to_string(),
+        other => format!("{other:?} (candle)"),
+    };
     // A fresh conversation on the same engine (for the whole-pipeline timing).
     let conversation = |m: &Jnana| -> Result<Conversation> {
         Ok(match &on_gpu {
@@ -144,7 +153,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             None => m.new_conversation(),
         })
     };
-    let (mut engine, gpu_speech): (Box<dyn LanguageEngine>, _) = match (gpu, &on_gpu) {
+    let (mut engine, gpu_speech): (Box<dyn LanguageEngine>, _) = match (gpu.clone(), &on_gpu) {
         (Some(gpu), Some(models)) => {
             let speech = match (&args.whisper, &whisper) {
                 (Some(_), Some(t)) => {
@@ -166,13 +175,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let greedy =
         |logits: &candle_core::Tensor| -> Result<u32> { Ok(logits.argmax(0)?.to_scalar::<u32>()?) };
+    // Where a decode step's time goes on the GPU engine: recording on the CPU or waiting.
+    let timing = || gpu.as_ref().map(|g| g.timing());
+    let (mut recording, mut waiting, mut timed) = (0.0, 0.0, 0usize);
     let (prefill, decode) = speeds(runs, prompt.len(), args.decode_tokens, |feed| match feed {
         Feed::Prompt => {
             engine.clear();
             greedy(&now(engine.forward(&embeds))??)
         }
-        Feed::Token(id, _) => greedy(&now(engine.forward(&phi.embed(&[id])?.unsqueeze(0)?))??),
+        Feed::Token(id, _) => {
+            let before = timing();
+            let id = greedy(&now(engine.forward(&phi.embed(&[id])?.unsqueeze(0)?))??)?;
+            if let (Some(b), Some(a)) = (before, timing()) {
+                recording += (a.recording - b.recording).as_secs_f64() * 1e3;
+                waiting += (a.waiting - b.waiting).as_secs_f64() * 1e3;
+                timed += 1;
+            }
+            Ok(id)
+        }
     })?;
+    let gpu_split = (timed > 0).then(|| {
+        serde_json::json!({
+            "recording_ms": recording / timed as f64,
+            "waiting_ms": waiting / timed as f64,
+        })
+    });
     let image_ms = match &model.vision {
         _ if args.text_only => None,
         None => None,
@@ -186,6 +213,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     Some(on_engine) => now(on_engine)??,
                     None => model.encode_pixels(&pixels)?,
                 };
+                // CUDA queues work; the picture is encoded when the queue has run.
+                model.device().synchronize()?;
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             Some(median(times))
@@ -262,6 +291,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "prefill_tok_per_s": prefill,
         "decode_tokens": args.decode_tokens,
         "decode_tok_per_s": decode,
+        "gpu_decode_step": gpu_split,
         "image_encode_ms": image_ms,
         "first_token_ms_picture_and_question": first_token_ms,
         "whisper_real_time_factor": whisper_rtf,
@@ -285,6 +315,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ),
     }
     print_speeds(&report);
+    if let Some(split) = &gpu_split {
+        println!(
+            "  per token       {:.2} ms recording on the CPU, {:.2} ms waiting for the GPU",
+            split["recording_ms"].as_f64().unwrap_or(0.0),
+            split["waiting_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
     match image_ms {
         Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
         None if args.text_only => println!("image encode      - (--text-only)"),

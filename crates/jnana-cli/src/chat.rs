@@ -80,19 +80,21 @@ impl SamplingArgs {
     }
 }
 
-/// Loads a bundle folder (or manifest path), reporting progress on stderr; with a `gpu`, straight
-/// onto it (Phi-2's layers uploaded as they are read, the CPU copies of the others freed).
+/// Loads a bundle folder (or manifest path) onto `backend`, reporting progress on stderr; for
+/// `wgpu`, straight onto the GPU engine `gpu` (layers uploaded as they are read, the CPU copies
+/// freed).
 pub fn load(
     path: &Path,
     verify: bool,
     dequantize: bool,
+    backend: crate::Backend,
     gpu: Option<Rc<jnana_gpu::Gpu>>,
 ) -> Result<(Jnana, jnana::bundle::Manifest, Option<GpuModels>)> {
     let (manifest, dir) = bundle::read_manifest(path)?;
     let mut provider = DirProvider::new(dir);
     provider.verify_sha256 = verify;
     let options = LoadOptions {
-        device: jnana::default_device(),
+        device: backend.candle_device()?,
         quantized_matmul: if dequantize {
             QuantizedMatmul::Dequantize
         } else {
@@ -128,11 +130,14 @@ struct Session {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    let gpu = match args.backend {
-        crate::Backend::Cpu => None,
-        crate::Backend::Wgpu => Some(Rc::new(jnana_gpu::Gpu::new_blocking()?)),
-    };
-    let (model, manifest, on_gpu) = load(&args.bundle, args.verify, args.dequantize, gpu)?;
+    let gpu = args.backend.gpu()?;
+    let (model, manifest, on_gpu) = load(
+        &args.bundle,
+        args.verify,
+        args.dequantize,
+        args.backend,
+        gpu,
+    )?;
     let conversation = match on_gpu {
         None => model.new_conversation(),
         Some(models) => Conversation::with_engine(&model, Box::new(models.engine()?)),

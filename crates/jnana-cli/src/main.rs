@@ -67,6 +67,31 @@ pub enum Backend {
     Cpu,
     /// Jñāna's GPU engine on wgpu (Vulkan, Metal, DX12)
     Wgpu,
+    /// candle on NVIDIA GPU 0 (a build with `--features cuda`: scripts/build-cuda.sh)
+    Cuda,
+}
+
+impl Backend {
+    /// The candle device the models are built on (the GPU engine uploads from the CPU).
+    pub fn candle_device(self) -> Result<candle_core::Device> {
+        match self {
+            Backend::Cpu | Backend::Wgpu => Ok(candle_core::Device::Cpu),
+            Backend::Cuda if !cfg!(feature = "cuda") => anyhow::bail!(
+                "this jnana was built without CUDA; build it with `bash scripts/build-cuda.sh` \
+                 (or `cargo build --release -p jnana-cli --features cuda`)"
+            ),
+            Backend::Cuda => candle_core::Device::new_cuda(0)
+                .map_err(|e| anyhow::anyhow!("starting CUDA on GPU 0: {e}")),
+        }
+    }
+
+    /// The GPU engine, for `wgpu`.
+    pub fn gpu(self) -> Result<Option<std::rc::Rc<jnana_gpu::Gpu>>> {
+        Ok(match self {
+            Backend::Wgpu => Some(std::rc::Rc::new(jnana_gpu::Gpu::new_blocking()?)),
+            Backend::Cpu | Backend::Cuda => None,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -116,16 +141,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Convert(args) => convert::run(*args)?,
         Command::Conformance { dirs, backend } => {
-            let gpu = match backend {
-                Backend::Wgpu => Some(jnana_gpu::Gpu::new_blocking()?),
-                Backend::Cpu => None,
-            };
+            let gpu = backend.gpu()?;
             let engine: Box<dyn jnana::conformance::Engine> = match &gpu {
                 Some(gpu) => {
                     println!("GPU: {:?}", gpu.summary);
-                    Box::new(jnana_gpu::conformance::GpuEngine { gpu })
+                    Box::new(jnana_gpu::conformance::GpuEngine { gpu: gpu.as_ref() })
                 }
-                None => Box::new(jnana::conformance::CpuEngine),
+                None => Box::new(jnana::conformance::CandleModels(backend.candle_device()?)),
             };
             let mut failed = 0;
             for dir in dirs {

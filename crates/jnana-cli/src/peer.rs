@@ -5,7 +5,7 @@
 use crate::bench::{peak_rss_mb, print_speeds, prompt_ids, speeds, BenchArgs, Feed};
 use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_transformers::models::quantized_phi::ModelWeights;
 use jnana::bundle::{self, Role};
 use std::time::Instant;
@@ -16,6 +16,10 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
         .file(Role::LanguageModel)
         .context("the bundle has no language model")?;
     let path = dir.join(&entry.name);
+    if args.backend == crate::Backend::Wgpu {
+        anyhow::bail!("candle's quantized_phi runs on `cpu` or `cuda`, not on our GPU engine");
+    }
+    let device = args.backend.candle_device()?;
     let started = Instant::now();
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -26,7 +30,7 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
         .get("tokenizer.ggml.tokens")
         .and_then(|v| v.to_vec().ok())
         .map_or(50_000, |t| t.len());
-    let mut model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)?;
+    let mut model = ModelWeights::from_gguf(content, &mut file, &device)?;
     let load_s = started.elapsed().as_secs_f64();
     let prompt = prompt_ids(args.prompt_tokens, vocab);
     let greedy =
@@ -37,11 +41,11 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
             Feed::Prompt => (prompt.clone(), 0),
             Feed::Token(id, at) => (vec![id], at),
         };
-        greedy(&model.forward(&Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?, at)?)
+        greedy(&model.forward(&Tensor::new(ids, &device)?.unsqueeze(0)?, at)?)
     })?;
     let report = serde_json::json!({
         "bundle": args.bundle.display().to_string(),
-        "device": "candle-transformers quantized_phi (CPU)",
+        "device": format!("candle-transformers quantized_phi ({device:?})"),
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "load_s": load_s,
         "prompt_tokens": prompt.len(),

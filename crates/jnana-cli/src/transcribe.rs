@@ -21,10 +21,14 @@ pub struct TranscribeArgs {
     /// Print the whole result as JSON (windows, tokens, languages)
     #[arg(long)]
     pub json: bool,
+    /// Where Whisper runs: `cpu` or `cuda` (a `cuda` build); the GPU engine transcribes inside
+    /// `chat` and `bench`
+    #[arg(long, default_value = "cpu")]
+    pub backend: crate::Backend,
 }
 
-pub fn load_model(dir: &Path) -> Result<Transcriber> {
-    speech::load_dir(dir, &jnana::default_device())
+pub fn load_model(dir: &Path, device: &candle_core::Device) -> Result<Transcriber> {
+    speech::load_dir(dir, device)
         .with_context(|| format!("loading the Whisper model in {}", dir.display()))
 }
 
@@ -60,7 +64,10 @@ pub fn transcribe_file(transcriber: &Transcriber, audio: &Path) -> Result<speech
 }
 
 pub fn run(args: TranscribeArgs) -> Result<()> {
-    let mut transcriber = load_model(&args.model)?;
+    if args.backend == crate::Backend::Wgpu {
+        anyhow::bail!("transcribe runs on `cpu` or `cuda`; the GPU engine transcribes inside `chat --backend wgpu` and `bench --backend wgpu`");
+    }
+    let mut transcriber = load_model(&args.model, &args.backend.candle_device()?)?;
     transcriber.options.language = args.language.clone();
     let started = Instant::now();
     let transcript = transcribe_file(&transcriber, &args.audio)?;

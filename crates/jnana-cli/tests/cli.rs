@@ -363,10 +363,32 @@ fn the_gpu_backend_chats_benches_and_checks_fixtures() {
         ],
     );
     assert!(report["device"].as_str().unwrap().starts_with("wgpu"));
+    // Where a decode step's time went: recording on the CPU and waiting for the GPU.
+    assert_positive(&report["gpu_decode_step"], &["recording_ms", "waiting_ms"]);
     let out = run(jnana()
         .args(["conformance", "--backend", "wgpu"])
         .arg(fixture("projector")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(wgpu)"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A build without CUDA says so and how to get one, for every command that takes a backend.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn the_cuda_backend_is_refused_clearly_without_cuda() {
+    let dir = synth_tiny("nocuda");
+    for args in [
+        vec!["bench", "--backend", "cuda", "--bundle"],
+        vec!["chat", "--backend", "cuda", "--text", "hi", "--bundle"],
+    ] {
+        let out = jnana().args(&args).arg(&dir).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("built without CUDA") && err.contains("scripts/build-cuda.sh"),
+            "{err}"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -26,7 +26,7 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub summary: AdapterSummary,
     pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
-    encoder: Mutex<Option<wgpu::CommandEncoder>>,
+    recording: Mutex<Option<Recording>>,
     pub(crate) tuning: Tuning,
     /// Why the device cannot be trusted any more: its loss (preferred: it explains the errors
     /// that follow it) and the first error it reported outside any error scope. Every later
@@ -36,6 +36,27 @@ pub struct Gpu {
     /// Bytes written into GPU buffers so far (weights, inputs and parameters).
     pub(crate) uploaded: std::sync::atomic::AtomicU64,
     pub(crate) pool: Arc<Pool>,
+    pub(crate) timing: Mutex<Timing>,
+}
+
+/// Where the time of GPU work goes, natively: recording it on the CPU (the model code, the
+/// caches, wgpu's encoding and submission) versus waiting for the GPU to finish it. On a fast GPU
+/// the first dominates when a step is bound by launch overhead rather than by the GPU.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timing {
+    pub recording: std::time::Duration,
+    pub waiting: std::time::Duration,
+    #[cfg(not(target_arch = "wasm32"))]
+    opened: Option<std::time::Instant>,
+}
+
+/// The open command encoder and the compute pass that consecutive dispatches share: a pass per
+/// dispatch cost about as much CPU time as the dispatch itself (wgpu still places the barriers
+/// between the dispatches of one pass).
+struct Recording {
+    // Declared first so it ends before the encoder it records into is finished.
+    pass: Option<wgpu::ComputePass<'static>>,
+    encoder: wgpu::CommandEncoder,
 }
 
 /// Kernel choices that depend on the adapter.
@@ -122,7 +143,8 @@ impl Gpu {
             device,
             queue,
             pipelines: Mutex::new(HashMap::new()),
-            encoder: Mutex::new(None),
+            recording: Mutex::new(None),
+            timing: Mutex::default(),
             tuning: Tuning::for_adapter(summary.fallback),
             lost,
             fault,
@@ -220,8 +242,12 @@ impl Gpu {
                 entries: &entries,
             })
         });
-        self.record(|encoder| {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        self.with_recording(|r| {
+            let pass = r.pass.get_or_insert_with(|| {
+                r.encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                    .forget_lifetime()
+            });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -239,22 +265,52 @@ impl Gpu {
         self.pool.trim();
     }
 
-    /// Records into the open command encoder, opening one if needed.
+    /// Records into the open command encoder (after ending its compute pass), opening one if
+    /// needed.
     pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        let mut slot = self.encoder.lock().expect("encoder");
+        self.with_recording(|r| {
+            r.pass = None;
+            f(&mut r.encoder)
+        });
+    }
+
+    fn with_recording(&self, f: impl FnOnce(&mut Recording)) {
+        let mut slot = self.recording.lock().expect("recording");
         f(slot.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("jnana step"),
-                })
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                self.timing.lock().expect("timing").opened = Some(std::time::Instant::now());
+            }
+            Recording {
+                pass: None,
+                encoder: self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("jnana step"),
+                    }),
+            }
         }));
     }
 
     /// Submits everything recorded since the last submission.
     pub fn submit(&self) {
-        if let Some(encoder) = self.encoder.lock().expect("encoder").take() {
+        if let Some(Recording { pass, encoder }) = self.recording.lock().expect("recording").take()
+        {
+            drop(pass);
             self.queue.submit([encoder.finish()]);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                let mut timing = self.timing.lock().expect("timing");
+                if let Some(opened) = timing.opened.take() {
+                    timing.recording += opened.elapsed();
+                }
+            }
         }
+    }
+
+    /// Time spent recording and waiting so far (zero in a browser, which has no clock here).
+    pub fn timing(&self) -> Timing {
+        *self.timing.lock().expect("timing")
     }
 
     /// Hands the queued buffer writes to the GPU and, natively, waits for them, so the staging

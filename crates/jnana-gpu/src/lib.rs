@@ -15,7 +15,7 @@ pub mod ops;
 mod pool;
 mod tensor;
 
-pub use device::{AdapterSummary, Gpu, Tuning};
+pub use device::{AdapterSummary, Gpu, Timing, Tuning};
 pub use error::{Error, Result};
 pub use pool::PoolStats;
 pub use tensor::{host_values, GpuTensor};

@@ -82,8 +82,18 @@ impl Gpu {
         })
     }
 
-    /// A zeroed tensor for an op's output, from the pool of freed outputs when one fits.
+    /// A zeroed tensor, from the pool of freed outputs when one fits.
     pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
+        self.pooled(shape, true)
+    }
+
+    /// A tensor for an op that writes every element of it: a reused buffer keeps its old
+    /// contents, so no clear ends the compute pass the op's dispatch shares with its neighbours.
+    pub(crate) fn output(&self, shape: &[usize]) -> Result<GpuTensor> {
+        self.pooled(shape, false)
+    }
+
+    fn pooled(&self, shape: &[usize], zeroed: bool) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         let bytes = (n.max(1) * 4) as u64;
         self.check_size("a result", bytes)?;
@@ -96,7 +106,7 @@ impl Gpu {
         let (buffer, lease, was_used) = self.pool.take(&self.device, class, USAGE);
         // New buffers start zeroed (wgpu guarantees it); a reused one is cleared in the stream's
         // order, after every recorded read of its previous contents.
-        if was_used {
+        if was_used && zeroed {
             self.record(|encoder| encoder.clear_buffer(&buffer, 0, None));
         }
         Ok(GpuTensor {
@@ -115,7 +125,7 @@ impl Gpu {
                 detail: format!("rows {start}..{} of {rows}", start + count),
             });
         }
-        let out = self.zeros(&[count, cols])?;
+        let out = self.output(&[count, cols])?;
         self.copy_at(
             &t.buffer,
             (start * cols * 4) as u64,
@@ -139,7 +149,7 @@ impl Gpu {
             });
         }
         let rows: usize = parts.iter().map(|t| t.rows_cols().0).sum();
-        let out = self.zeros(&[rows, cols])?;
+        let out = self.output(&[rows, cols])?;
         let mut at = 0u64;
         for t in parts {
             let bytes = (t.elem_count() * 4) as u64;
@@ -195,9 +205,13 @@ impl Gpu {
             done.finish(r.map_err(|e| e.to_string()))
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::ReadBack(e.to_string()))?;
+        {
+            let waited = std::time::Instant::now();
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::ReadBack(e.to_string()))?;
+            self.timing.lock().expect("timing").waiting += waited.elapsed();
+        }
         let mapped = mapped.await;
         // A failed step makes the mapping fail too; the device's own report says why.
         self.check()?;

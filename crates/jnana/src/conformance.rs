@@ -136,6 +136,10 @@ pub fn detect(dir: &Path) -> Result<Kind> {
 pub trait Engine {
     /// What the report calls it.
     fn name(&self) -> &'static str;
+    /// Where the checked models and the fixture's tensors are loaded.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
     /// Phi-2 on `embeds` (`[1, seq, hidden]`) from an empty cache.
     fn phi_trace(&self, phi: &Phi2, embeds: &Tensor) -> Result<phi2::Trace>;
     /// Greedy ids after `embeds`, end-of-text included when produced (as HF returns it).
@@ -177,12 +181,20 @@ pub trait Engine {
     ) -> Result<Box<dyn speech::WhisperWindow + 'a>>;
 }
 
-/// The candle CPU models themselves.
-pub struct CpuEngine;
+/// The candle models themselves, on a candle device (the CPU, or CUDA in a `cuda` build).
+pub struct CandleModels(pub Device);
 
-impl Engine for CpuEngine {
+impl Engine for CandleModels {
     fn name(&self) -> &'static str {
-        "cpu"
+        match self.0 {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+            Device::Metal(_) => "metal",
+        }
+    }
+
+    fn device(&self) -> Device {
+        self.0.clone()
     }
 
     fn phi_trace(&self, phi: &Phi2, embeds: &Tensor) -> Result<phi2::Trace> {
@@ -246,7 +258,7 @@ impl Engine for CpuEngine {
 
 /// Runs every check that applies to `dir` on the CPU models.
 pub fn run(dir: &Path) -> Result<Vec<Check>> {
-    run_with(dir, &CpuEngine)
+    run_with(dir, &CandleModels(Device::Cpu))
 }
 
 /// Runs every check that applies to `dir` on `engine`.
@@ -285,7 +297,7 @@ struct Fixture<'a> {
 
 impl<'a> Fixture<'a> {
     fn open(dir: &Path, engine: &'a dyn Engine) -> Result<Self> {
-        let device = Device::Cpu;
+        let device = engine.device();
         let load = |name: &str| -> Result<HashMap<String, Tensor>> {
             let path = dir.join(name);
             if path.exists() {

@@ -25,13 +25,3 @@ pub mod weights;
 pub use error::{Error, Result};
 pub use generation::{CancelFlag, FinishReason, Generation, GenerationParams};
 pub use pipeline::{Answer, Conversation, Jnana, PromptPart, Request, TokenEvent};
-
-/// The device models run on: CUDA when built with `--features cuda` and a GPU is present,
-/// otherwise the CPU.
-pub fn default_device() -> candle_core::Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = candle_core::Device::new_cuda(0) {
-        return d;
-    }
-    candle_core::Device::Cpu
-}

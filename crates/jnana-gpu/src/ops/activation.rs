@@ -32,7 +32,7 @@ struct Params {
 
 pub fn activation(gpu: &Gpu, x: &GpuTensor, act: Activation) -> Result<GpuTensor> {
     let n = x.elem_count();
-    let y = gpu.zeros(x.shape())?;
+    let y = gpu.output(x.shape())?;
     let params = gpu.uniform(&Params { n: n as u32 });
     let (key, entry) = act.entry();
     let pipeline = gpu.pipeline(key, SHADER, entry);

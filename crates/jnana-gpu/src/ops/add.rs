@@ -11,7 +11,7 @@ pub fn add(gpu: &Gpu, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         });
     }
     let n = a.elem_count();
-    let y = gpu.zeros(a.shape())?;
+    let y = gpu.output(a.shape())?;
     let params = gpu.uniform(&(n as u32));
     let pipeline = gpu.pipeline("add", SHADER, "main");
     gpu.dispatch(

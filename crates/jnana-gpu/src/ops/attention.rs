@@ -110,7 +110,7 @@ pub fn attention(
             detail: format!("{len} keys; this kernel sees at most {MAX_KEYS}"),
         });
     }
-    let y = gpu.zeros(q.shape())?;
+    let y = gpu.output(q.shape())?;
     let params = gpu.uniform(&Params {
         seq: seq as u32,
         len: len as u32,

@@ -53,8 +53,8 @@ pub async fn choose_last_row(gpu: &Gpu, x: &GpuTensor, choice: &Choice) -> Resul
         bytemuck::cast_slice(&choice.penalized),
         wgpu::BufferUsages::STORAGE,
     );
-    let scratch = gpu.zeros(&[n])?;
-    let out = gpu.zeros(&[1])?;
+    let scratch = gpu.output(&[n])?;
+    let out = gpu.output(&[1])?;
     let pipeline = gpu.pipeline("choose", SHADER, "main");
     gpu.dispatch(
         &pipeline,

@@ -40,7 +40,7 @@ pub fn conv1d(
         });
     }
     let out_len = (len + 2 * pad - kernel) / stride + 1;
-    let rows = gpu.zeros(&[out_len, width])?;
+    let rows = gpu.output(&[out_len, width])?;
     let params = gpu.uniform(&Params {
         len: len as u32,
         channels: channels as u32,

@@ -25,7 +25,7 @@ pub fn embedding(gpu: &Gpu, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor>
             detail: format!("token id {bad} is outside the {vocab}-row table"),
         });
     }
-    let y = gpu.zeros(&[ids.len(), dim])?;
+    let y = gpu.output(&[ids.len(), dim])?;
     let ids_buffer = gpu.buffer_from(
         "ids",
         bytemuck::cast_slice(ids),

@@ -33,7 +33,7 @@ pub fn layer_norm(
             });
         }
     }
-    let y = gpu.zeros(x.shape())?;
+    let y = gpu.output(x.shape())?;
     let params = gpu.uniform(&Params {
         rows: rows as u32,
         cols: cols as u32,

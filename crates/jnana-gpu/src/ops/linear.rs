@@ -27,7 +27,7 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) ->
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("x has a last dimension") = n;
-    let y = gpu.zeros(&shape)?;
+    let y = gpu.output(&shape)?;
     let params = gpu.uniform(&super::MatmulParams {
         m: m as u32,
         n: n as u32,

@@ -228,7 +228,7 @@ pub fn linear_q(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, b: Option<&GpuTensor>) ->
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("x has a last dimension") = w.n;
-    let y = gpu.zeros(&shape)?;
+    let y = gpu.output(&shape)?;
     // Enough lanes to cover k's groups of 32 once.
     let lanes = (w.k / 32)
         .next_power_of_two()

@@ -64,7 +64,7 @@ pub fn rotary(
             ),
         });
     }
-    let y = gpu.zeros(x.shape())?;
+    let y = gpu.output(x.shape())?;
     let params = gpu.uniform(&Params {
         seq: seq as u32,
         heads: heads as u32,

@@ -16,7 +16,7 @@ struct Params {
 /// Softmax over the last dimension, shifted by the row's maximum (no overflow on large logits).
 pub fn softmax_last_dim(gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
     let (rows, cols) = x.rows_cols();
-    let y = gpu.zeros(x.shape())?;
+    let y = gpu.output(x.shape())?;
     let params = gpu.uniform(&Params {
         rows: rows as u32,
         cols: cols as u32,

@@ -64,7 +64,9 @@ impl RotaryEmbedding {
             return Ok(rot);
         }
         let pass = xs.narrow(D::Minus1, self.dim, head_dim - self.dim)?;
-        Ok(Tensor::cat(&[&rot, &pass], D::Minus1)?)
+        // A cat along the last dim can come back as a transposed view (one position), which
+        // CUDA's matmul refuses; the CPU's accepts it.
+        Ok(Tensor::cat(&[&rot, &pass], D::Minus1)?.contiguous()?)
     }
 }
 
