@@ -13,9 +13,10 @@ pub struct BenchArgs {
     /// A bundle folder or its manifest.json
     #[arg(long)]
     pub bundle: std::path::PathBuf,
-    /// Prompt length for the prefill measurement
-    #[arg(long, default_value_t = 128)]
-    pub prompt_tokens: usize,
+    /// Prompt lengths (contexts) for the prefill and decode measurements, comma-separated;
+    /// decode is timed after a prompt of each length
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub prompt_tokens: Vec<usize>,
     /// Tokens generated for the decode measurement
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
@@ -35,9 +36,9 @@ pub struct BenchArgs {
     /// ours: `candle` (candle-transformers' `quantized_phi`, CPU). Implies --text-only.
     #[arg(long)]
     pub peer: Option<Peer>,
-    /// A Whisper folder to time instead of the bundle's speech model
-    #[arg(long)]
-    pub whisper: Option<std::path::PathBuf>,
+    /// Whisper folders to time instead of the bundle's speech model, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub whisper: Vec<std::path::PathBuf>,
     /// Audio for the Whisper measurement (default: 30 s of synthetic sound)
     #[arg(long)]
     pub audio: Option<std::path::PathBuf>,
@@ -130,21 +131,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
     )?;
     let load_s = started.elapsed().as_secs_f64();
     let phi = &model.phi;
-    let prompt = prompt_ids(args.prompt_tokens, model.vocab_limit());
-    let embeds = phi.embed(&prompt)?.unsqueeze(0)?;
-    let whisper = match &args.whisper {
-        Some(dir) => Some(crate::transcribe::load_model(
-            dir,
-            &args.backend.candle_device()?,
-        )?),
-        None => model.speech.clone(),
-    };
+    // The speech models timed: the bundle's, or each --whisper folder, on the bench's backend.
+    let mut whispers = Vec::new();
+    if args.whisper.is_empty() {
+        if let Some(t) = &model.speech {
+            let on_gpu = on_gpu.as_ref().and_then(|m| m.speech().cloned());
+            whispers.push(("the bundle's".to_string(), t.clone(), on_gpu));
+        }
+    } else {
+        for dir in &args.whisper {
+            let t = crate::transcribe::load_model(dir, &args.backend.candle_device()?)?;
+            let on_gpu = match &gpu {
+                Some(gpu) => Some(jnana_gpu::engine::GpuSpeech::upload(gpu.clone(), &t.model)?),
+                None => None,
+            };
+            whispers.push((dir.display().to_string(), t, on_gpu));
+        }
+    }
     // The engines: candle, or the GPU engine with every model loaded onto it.
-    let mut gpu_weights = None;
-    let mut device = match model.device() {
-        candle_core::Device::Cpu => "cpu (candle)".to_string(),
-        candle_core::Device::Cuda(_) => "cuda:0 (candle)".to_string(),
-        other => format!("{other:?} (candle)"),
+    let gpu_weights = gpu.as_ref().map(|g| g.uploaded_bytes());
+    let device = match (&gpu, model.device()) {
+        (Some(gpu), _) => {
+            let s = &gpu.summary;
+            format!(
+                "wgpu {} on {}{}",
+                s.backend,
+                s.name,
+                if s.fallback { " (software)" } else { "" }
+            )
+        }
+        (None, candle_core::Device::Cpu) => "cpu (candle)".to_string(),
+        (None, candle_core::Device::Cuda(_)) => "cuda:0 (candle)".to_string(),
+        (None, other) => format!("{other:?} (candle)"),
     };
     // A fresh conversation on the same engine (for the whole-pipeline timing).
     let conversation = |m: &Jnana| -> Result<Conversation> {
@@ -153,53 +171,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             None => m.new_conversation(),
         })
     };
-    let (mut engine, gpu_speech): (Box<dyn LanguageEngine>, _) = match (gpu.clone(), &on_gpu) {
-        (Some(gpu), Some(models)) => {
-            let speech = match (&args.whisper, &whisper) {
-                (Some(_), Some(t)) => {
-                    Some(jnana_gpu::engine::GpuSpeech::upload(gpu.clone(), &t.model)?)
-                }
-                _ => models.speech().cloned(),
-            };
-            gpu_weights = Some(gpu.uploaded_bytes());
-            let s = &gpu.summary;
-            device = format!(
-                "wgpu {} on {}{}",
-                s.backend,
-                s.name,
-                if s.fallback { " (software)" } else { "" }
-            );
-            (Box::new(models.engine()?), speech)
-        }
-        _ => (Box::new(CandleEngine::new(phi.clone())), None),
+    let mut engine: Box<dyn LanguageEngine> = match &on_gpu {
+        Some(models) => Box::new(models.engine()?),
+        None => Box::new(CandleEngine::new(phi.clone())),
     };
-    let greedy =
-        |logits: &candle_core::Tensor| -> Result<u32> { Ok(logits.argmax(0)?.to_scalar::<u32>()?) };
-    // Where a decode step's time goes on the GPU engine: recording on the CPU or waiting.
-    let timing = || gpu.as_ref().map(|g| g.timing());
-    let (mut recording, mut waiting, mut timed) = (0.0, 0.0, 0usize);
-    let (prefill, decode) = speeds(runs, prompt.len(), args.decode_tokens, |feed| match feed {
-        Feed::Prompt => {
-            engine.clear();
-            greedy(&now(engine.forward(&embeds))??)
-        }
-        Feed::Token(id, _) => {
-            let before = timing();
-            let id = greedy(&now(engine.forward(&phi.embed(&[id])?.unsqueeze(0)?))??)?;
-            if let (Some(b), Some(a)) = (before, timing()) {
-                recording += (a.recording - b.recording).as_secs_f64() * 1e3;
-                waiting += (a.waiting - b.waiting).as_secs_f64() * 1e3;
-                timed += 1;
-            }
-            Ok(id)
-        }
-    })?;
-    let gpu_split = (timed > 0).then(|| {
-        serde_json::json!({
-            "recording_ms": recording / timed as f64,
-            "waiting_ms": waiting / timed as f64,
-        })
-    });
+    let contexts = args
+        .prompt_tokens
+        .iter()
+        .map(|&n| time_context(&mut *engine, &model, gpu.as_deref(), n, &args, runs))
+        .collect::<Result<Vec<_>>>()?;
     let image_ms = match &model.vision {
         _ if args.text_only => None,
         None => None,
@@ -249,52 +229,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(median(times))
         }
     };
-    let whisper_rtf = match &whisper {
-        _ if args.text_only => None,
-        None => None,
-        Some(t) => {
-            let samples = match &args.audio {
-                Some(path) => {
-                    jnana::audio::AudioStream::open(Box::new(std::fs::File::open(path)?))?
-                        .read_all()?
-                }
-                None => synthetic_sound(30.0),
-            };
-            let candle = CandleWhisper(&t.model);
-            let speech: &dyn WhisperEngine = match &gpu_speech {
-                Some(g) => g,
-                None => &candle,
-            };
-            let windows = samples.len().div_ceil(t.window_samples());
-            let mut rtf = Vec::new();
-            for _ in 0..runs {
-                let t0 = Instant::now();
-                let out = now(t.transcribe_chunks_on(
-                    speech,
-                    std::iter::once(Ok(samples.clone())),
-                    Some(windows),
-                    |_| std::ops::ControlFlow::Continue(()),
-                ))??;
-                rtf.push(out.audio_seconds / t0.elapsed().as_secs_f64());
-            }
-            Some(median(rtf))
+    let samples = match &args.audio {
+        Some(path) => {
+            jnana::audio::AudioStream::open(Box::new(std::fs::File::open(path)?))?.read_all()?
         }
+        None => synthetic_sound(30.0),
     };
+    let mut speech = Vec::new();
+    for (name, t, on_gpu) in whispers.iter().filter(|_| !args.text_only) {
+        let candle = CandleWhisper(&t.model);
+        let engine: &dyn WhisperEngine = match on_gpu {
+            Some(g) => g,
+            None => &candle,
+        };
+        let windows = samples.len().div_ceil(t.window_samples());
+        let mut rtf = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let out = now(t.transcribe_chunks_on(
+                engine,
+                std::iter::once(Ok(samples.clone())),
+                Some(windows),
+                |_| std::ops::ControlFlow::Continue(()),
+            ))??;
+            rtf.push(out.audio_seconds / t0.elapsed().as_secs_f64());
+        }
+        speech.push(serde_json::json!({"model": name, "real_time_factor": median(rtf)}));
+    }
     let gpu_weights_mb = gpu_weights.map(|bytes| bytes as f64 / 1e6);
+    let first = &contexts[0];
     let report = serde_json::json!({
         "bundle": args.bundle.display().to_string(),
         "device": device,
         "gpu_weights_mb": gpu_weights_mb,
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "load_s": load_s,
-        "prompt_tokens": prompt.len(),
-        "prefill_tok_per_s": prefill,
+        "prompt_tokens": first["prompt_tokens"],
+        "prefill_tok_per_s": first["prefill_tok_per_s"],
         "decode_tokens": args.decode_tokens,
-        "decode_tok_per_s": decode,
-        "gpu_decode_step": gpu_split,
+        "decode_tok_per_s": first["decode_tok_per_s"],
+        "gpu_decode_step": first["gpu_decode_step"],
+        "contexts": contexts,
         "image_encode_ms": image_ms,
         "first_token_ms_picture_and_question": first_token_ms,
-        "whisper_real_time_factor": whisper_rtf,
+        "whisper_real_time_factor": speech.first().map(|w| w["real_time_factor"].clone()),
+        "whisper": speech,
         "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
     });
@@ -314,13 +293,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "load              {load_s:.2} s (streamed onto the GPU: {mb:.0} MB of weights there)"
         ),
     }
-    print_speeds(&report);
-    if let Some(split) = &gpu_split {
-        println!(
-            "  per token       {:.2} ms recording on the CPU, {:.2} ms waiting for the GPU",
-            split["recording_ms"].as_f64().unwrap_or(0.0),
-            split["waiting_ms"].as_f64().unwrap_or(0.0)
-        );
+    for context in &contexts {
+        print_speeds(context);
+        if let Some(split) = context["gpu_decode_step"].as_object() {
+            println!(
+                "  per token       {:.2} ms recording on the CPU, {:.2} ms waiting for the GPU",
+                split["recording_ms"].as_f64().unwrap_or(0.0),
+                split["waiting_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     match image_ms {
         Some(ms) => println!("image encode      {ms:.1} ms (CLIP + projector, 640x480 PNG)"),
@@ -331,23 +312,78 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(ms) => println!("first token       {ms:.1} ms (picture + question, whole pipeline)"),
         None => println!("first token       - (no picture measurement)"),
     }
-    match whisper_rtf {
-        Some(rtf) => println!(
-            "whisper           {rtf:.1}x real time ({})",
-            args.audio
-                .as_ref()
-                .map_or("30 s synthetic sound".to_string(), |p| p
-                    .display()
-                    .to_string())
-        ),
-        None if args.text_only => println!("whisper           - (--text-only)"),
-        None => println!("whisper           - (no speech model)"),
+    let sound = args
+        .audio
+        .as_ref()
+        .map_or("30 s synthetic sound".to_string(), |p| {
+            p.display().to_string()
+        });
+    for w in &speech {
+        println!(
+            "whisper           {:.1}x real time ({}, {sound})",
+            w["real_time_factor"].as_f64().unwrap_or(0.0),
+            w["model"].as_str().unwrap_or("?")
+        );
+    }
+    if speech.is_empty() {
+        match args.text_only {
+            true => println!("whisper           - (--text-only)"),
+            false => println!("whisper           - (no speech model)"),
+        }
     }
     match peak_rss_mb() {
         Some(mb) => println!("peak RSS          {mb:.0} MB"),
         None => println!("peak RSS          - (not on Linux)"),
     }
     Ok(())
+}
+
+/// Prefill and decode speeds at one context length, with the GPU engine's split of a decode
+/// step into CPU recording and GPU waiting.
+fn time_context(
+    engine: &mut dyn LanguageEngine,
+    model: &Jnana,
+    gpu: Option<&jnana_gpu::Gpu>,
+    prompt_tokens: usize,
+    args: &BenchArgs,
+    runs: usize,
+) -> Result<serde_json::Value> {
+    let phi = &model.phi;
+    let prompt = prompt_ids(prompt_tokens, model.vocab_limit());
+    let embeds = phi.embed(&prompt)?.unsqueeze(0)?;
+    let greedy =
+        |logits: &candle_core::Tensor| -> Result<u32> { Ok(logits.argmax(0)?.to_scalar::<u32>()?) };
+    let timing = || gpu.map(|g| g.timing());
+    let (mut recording, mut waiting, mut timed) = (0.0, 0.0, 0usize);
+    let (prefill, decode) = speeds(runs, prompt.len(), args.decode_tokens, |feed| match feed {
+        Feed::Prompt => {
+            engine.clear();
+            greedy(&now(engine.forward(&embeds))??)
+        }
+        Feed::Token(id, _) => {
+            let before = timing();
+            let id = greedy(&now(engine.forward(&phi.embed(&[id])?.unsqueeze(0)?))??)?;
+            if let (Some(b), Some(a)) = (before, timing()) {
+                recording += (a.recording - b.recording).as_secs_f64() * 1e3;
+                waiting += (a.waiting - b.waiting).as_secs_f64() * 1e3;
+                timed += 1;
+            }
+            Ok(id)
+        }
+    })?;
+    let split = (timed > 0).then(|| {
+        serde_json::json!({
+            "recording_ms": recording / timed as f64,
+            "waiting_ms": waiting / timed as f64,
+        })
+    });
+    Ok(serde_json::json!({
+        "prompt_tokens": prompt.len(),
+        "decode_tokens": args.decode_tokens,
+        "prefill_tok_per_s": prefill,
+        "decode_tok_per_s": decode,
+        "gpu_decode_step": split,
+    }))
 }
 
 /// Sound with speech-like structure (gliding harmonics, syllable-rate envelope), so the decoder

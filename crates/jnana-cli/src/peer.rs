@@ -32,7 +32,7 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
         .map_or(50_000, |t| t.len());
     let mut model = ModelWeights::from_gguf(content, &mut file, &device)?;
     let load_s = started.elapsed().as_secs_f64();
-    let prompt = prompt_ids(args.prompt_tokens, vocab);
+    let prompt = prompt_ids(args.prompt_tokens[0], vocab);
     let greedy =
         |logits: &Tensor| -> Result<u32> { Ok(logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?) };
     let (prefill, decode) = speeds(args.runs, prompt.len(), args.decode_tokens, |feed| {

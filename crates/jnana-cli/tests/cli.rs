@@ -293,7 +293,7 @@ fn bench_prints_its_numbers() {
     let dir = synth_tiny("bench");
     let out = run(jnana().args(["bench", "--bundle"]).arg(&dir).args([
         "--prompt-tokens",
-        "32",
+        "32,48",
         "--decode-tokens",
         "8",
         "--runs",
@@ -309,9 +309,20 @@ fn bench_prints_its_numbers() {
             "decode_tok_per_s",
             "image_encode_ms",
             "first_token_ms_picture_and_question",
+            "whisper_real_time_factor",
             "peak_rss_mb",
         ],
     );
+    // One row per context, in the order asked.
+    let contexts = report["contexts"].as_array().unwrap();
+    let lengths: Vec<u64> = contexts
+        .iter()
+        .map(|c| c["prompt_tokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lengths, [32, 48]);
+    for c in contexts {
+        assert_positive(c, &["prefill_tok_per_s", "decode_tok_per_s"]);
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
