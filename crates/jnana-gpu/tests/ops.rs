@@ -634,6 +634,31 @@ fn attention_with_a_kv_cache_matches_the_reference() {
     let reference = attention_reference(&q, &k, &v, seq, len, heads, kv_heads, hd, false);
     let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
     assert!(err <= 1e-5, "full: {err}");
+    // One query over many keys (decode steps deep in a conversation, Whisper's cross-attention):
+    // the split-key path, slices of 64 keys merged, the last one partial.
+    for (len, heads, kv_heads, hd, causal) in [
+        (65, 4, 4, 80, true),
+        (300, 8, 2, 80, true),
+        (1500, 8, 8, 64, false),
+    ] {
+        let q = random(heads * hd, 60 + len as u64, 1.0);
+        let k = random(len * kv_heads * hd, 61 + len as u64, 1.0);
+        let v = random(len * kv_heads * hd, 62 + len as u64, 1.0);
+        let y = ops::attention(
+            g,
+            &g.upload(&q, &[1, heads * hd]).unwrap(),
+            &g.upload(&k, &[len, kv_heads * hd]).unwrap(),
+            &g.upload(&v, &[len, kv_heads * hd]).unwrap(),
+            len,
+            heads,
+            kv_heads,
+            causal,
+        )
+        .unwrap();
+        let reference = attention_reference(&q, &k, &v, 1, len, heads, kv_heads, hd, causal);
+        let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
+        assert!(err <= 1e-5, "one query over {len} keys: {err}");
+    }
     // Past the cache's size.
     let big = g.upload(&random(60 * w, 1, 1.0), &[60, w]).unwrap();
     let e = cache
