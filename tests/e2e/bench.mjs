@@ -1,8 +1,10 @@
-// The browser benchmark (a program, not a test): the built app in headless Chromium on the wasm
-// CPU path, with a bundle served from 127.0.0.1. Prints download and load time, time to first
-// token (text, and picture + text), decode tokens/s and the page's peak memory.
+// The browser benchmark (a program, not a test): the built app in headless Chromium, on the wasm
+// CPU path or (--compute webgpu) on the GPU engine through the browser's WebGPU, with a bundle
+// served from 127.0.0.1. Prints download and load time, time to first token (text, and picture +
+// text), decode tokens/s, the engine the page reports and the page's peak memory.
 //
 //   node tests/e2e/bench.mjs --dist dist --bundle bundles/phi2-shapes [--tokens 32] [--image PNG]
+//                            [--compute cpu|webgpu]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,8 +19,10 @@ const { values: args } = parseArgs({
     tokens: { type: 'string', default: '32' },
     image: { type: 'string', default: 'tests/fixtures/clip_vision/image.png' },
     json: { type: 'boolean', default: false },
+    compute: { type: 'string', default: 'cpu' },
   },
 });
+if (!['cpu', 'webgpu'].includes(args.compute)) throw new Error('--compute is cpu or webgpu');
 if (!args.bundle) throw new Error('--bundle DIR is required');
 const bundle = path.resolve(args.bundle);
 const bytes = JSON.parse(fs.readFileSync(path.join(bundle, 'manifest.json'), 'utf8')).files.reduce((n, f) => n + (f.size ?? 0), 0);
@@ -33,10 +37,11 @@ const stats = (s) => {
 const result = { bundle: path.basename(bundle), bundleBytes: bytes };
 let context;
 try {
-  ({ context } = await launch(profile));
+  // --enable-unsafe-webgpu gives headless Chromium its WebGPU adapter (SwiftShader here).
+  ({ context } = await launch(profile, args.compute === 'webgpu' ? ['--enable-unsafe-webgpu'] : []));
   const page = context.pages()[0];
   page.setDefaultTimeout(HOUR);
-  await page.goto(`${server.origin}/app/?manifest=${encodeURIComponent(`${server.origin}/bundles/${path.basename(bundle)}/manifest.json`)}`);
+  await page.goto(`${server.origin}/app/?compute=${args.compute}&manifest=${encodeURIComponent(`${server.origin}/bundles/${path.basename(bundle)}/manifest.json`)}`);
   let t = Date.now();
   await byTestId(page, 'download').click();
   await byTestId(page, 'loading').waitFor({ timeout: HOUR });
@@ -44,6 +49,8 @@ try {
   t = Date.now();
   await waitReady(page, HOUR);
   result.loadS = (Date.now() - t) / 1000;
+  const badge = byTestId(page, 'backend');
+  result.engine = `${(await badge.innerText()).trim()} (${await badge.getAttribute('title')})`;
 
   await page.getByRole('button', { name: 'Settings' }).click();
   await page.getByLabel('Max new tokens').fill(args.tokens);
@@ -69,7 +76,8 @@ if (args.json) {
   console.log(JSON.stringify(result));
 } else {
   const gb = (b) => `${(b / 1e9).toFixed(2)} GB`;
-  console.log(`bundle ${result.bundle} (${gb(bytes)}), wasm CPU (SIMD128, one thread), headless Chromium`);
+  console.log(`bundle ${result.bundle} (${gb(bytes)}), headless Chromium, asked to compute on: ${args.compute}`);
+  console.log(`engine                       ${result.engine}`);
   console.log(`download into OPFS + sha256  ${result.downloadS.toFixed(1)} s (${(bytes / 1e6 / result.downloadS).toFixed(0)} MB/s from 127.0.0.1)`);
   console.log(`build models from storage    ${result.loadS.toFixed(1)} s`);
   console.log(`text question                first token ${result.text.firstMs} ms, decode ${result.text.tokPerS} tok/s (${result.text.tokens} tokens)`);
