@@ -207,9 +207,17 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let waited = std::time::Instant::now();
-            self.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::ReadBack(e.to_string()))?;
+            // Natively the result is ready when this returns. Another thread polling the same
+            // device can be the one that runs our callback, a moment after our poll returns.
+            loop {
+                self.device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| Error::ReadBack(e.to_string()))?;
+                if mapped.is_done() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             self.timing.lock().expect("timing").waiting += waited.elapsed();
         }
         let mapped = mapped.await;
@@ -240,6 +248,11 @@ struct Mapped(Arc<Mutex<MapState>>);
 type MapState = (Option<std::result::Result<(), String>>, Option<Waker>);
 
 impl Mapped {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn is_done(&self) -> bool {
+        self.0.lock().expect("map state").0.is_some()
+    }
+
     fn finish(&self, r: std::result::Result<(), String>) {
         let mut s = self.0.lock().expect("map state");
         s.0 = Some(r);
