@@ -634,8 +634,8 @@ fn attention_with_a_kv_cache_matches_the_reference() {
     let reference = attention_reference(&q, &k, &v, seq, len, heads, kv_heads, hd, false);
     let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
     assert!(err <= 1e-5, "full: {err}");
-    // One query over many keys (decode steps deep in a conversation, Whisper's cross-attention):
-    // the split-key path, slices of 64 keys merged, the last one partial.
+    // One query over many keys (decode steps deep in a conversation, Whisper's cross-attention),
+    // with grouped key/value heads and a key count that is no multiple of the workgroup.
     for (len, heads, kv_heads, hd, causal) in [
         (65, 4, 4, 80, true),
         (300, 8, 2, 80, true),

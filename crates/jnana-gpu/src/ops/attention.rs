@@ -1,10 +1,6 @@
 use crate::{Error, Gpu, GpuTensor, Result};
 
 const SHADER: &str = include_str!("attention.wgsl");
-const SPLIT_SHADER: &str = include_str!("attention_split.wgsl");
-const COMBINE_SHADER: &str = include_str!("attention_combine.wgsl");
-/// Keys per workgroup of the split-key kernel: its workgroup size, a thread per key.
-const SLICE: usize = 64;
 /// Keys one query can see (the scores live in workgroup memory): Phi-2's context is 2 048,
 /// Whisper's encoder 1 500, CLIP 50.
 pub const MAX_KEYS: usize = 2048;
@@ -19,8 +15,7 @@ struct Params {
     head_dim: u32,
     causal: u32,
     scale: f32,
-    /// The split-key kernels' slice length.
-    chunk: u32,
+    _pad: u32,
 }
 
 /// A key/value cache kept on the GPU: rows are appended, never copied back.
@@ -124,26 +119,8 @@ pub fn attention(
         head_dim: head_dim as u32,
         causal: causal as u32,
         scale: 1.0 / (head_dim as f32).sqrt(),
-        chunk: SLICE as u32,
+        _pad: 0,
     });
-    // One query over many keys (a decode step): slices of keys in parallel, then merged.
-    if seq == 1 && len > SLICE {
-        let slices = len.div_ceil(SLICE);
-        let part = gpu.output(&[heads * slices * (head_dim + 2)])?;
-        let split = gpu.pipeline("attention/split", SPLIT_SHADER, "main");
-        gpu.dispatch(
-            &split,
-            &[&q.buffer, &k.buffer, &v.buffer, &part.buffer, &params],
-            [slices as u32, heads as u32, 1],
-        );
-        let combine = gpu.pipeline("attention/combine", COMBINE_SHADER, "main");
-        gpu.dispatch(
-            &combine,
-            &[&part.buffer, &y.buffer, &params],
-            [heads as u32, 1, 1],
-        );
-        return Ok(y);
-    }
     let pipeline = gpu.pipeline("attention", SHADER, "main");
     gpu.dispatch(
         &pipeline,
