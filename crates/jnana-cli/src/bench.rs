@@ -131,22 +131,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     )?;
     let load_s = started.elapsed().as_secs_f64();
     let phi = &model.phi;
-    // The speech models timed: the bundle's, or each --whisper folder, on the bench's backend.
+    // The speech models timed: the bundle's, or each --whisper folder, on the bench's backend
+    // (none with --text-only, so none are loaded for nothing).
     let mut whispers = Vec::new();
-    if args.whisper.is_empty() {
-        if let Some(t) = &model.speech {
-            let on_gpu = on_gpu.as_ref().and_then(|m| m.speech().cloned());
-            whispers.push(("the bundle's".to_string(), t.clone(), on_gpu));
-        }
-    } else {
-        for dir in &args.whisper {
-            let t = crate::transcribe::load_model(dir, &args.backend.candle_device()?)?;
-            let on_gpu = match &gpu {
-                Some(gpu) => Some(jnana_gpu::engine::GpuSpeech::upload(gpu.clone(), &t.model)?),
-                None => None,
-            };
-            whispers.push((dir.display().to_string(), t, on_gpu));
-        }
+    if let (false, true, Some(t)) = (args.text_only, args.whisper.is_empty(), &model.speech) {
+        let on_gpu = on_gpu.as_ref().and_then(|m| m.speech().cloned());
+        whispers.push(("the bundle's".to_string(), t.clone(), on_gpu));
+    }
+    for dir in args.whisper.iter().filter(|_| !args.text_only) {
+        let t = crate::transcribe::load_model(dir, &args.backend.candle_device()?)?;
+        let on_gpu = match &gpu {
+            Some(gpu) => Some(jnana_gpu::engine::GpuSpeech::upload(gpu.clone(), &t.model)?),
+            None => None,
+        };
+        whispers.push((dir.display().to_string(), t, on_gpu));
     }
     // The engines: candle, or the GPU engine with every model loaded onto it.
     let gpu_weights = gpu.as_ref().map(|g| g.uploaded_bytes());
@@ -178,7 +176,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let contexts = args
         .prompt_tokens
         .iter()
-        .map(|&n| time_context(&mut *engine, &model, gpu.as_deref(), n, &args, runs))
+        .map(|&n| {
+            time_context(
+                &mut *engine,
+                &model,
+                gpu.as_deref(),
+                n,
+                args.decode_tokens,
+                runs,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let image_ms = match &model.vision {
         _ if args.text_only => None,
@@ -229,14 +236,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(median(times))
         }
     };
-    let samples = match &args.audio {
-        Some(path) => {
+    let samples = match (&args.audio, whispers.is_empty()) {
+        (_, true) => Vec::new(),
+        (Some(path), false) => {
             jnana::audio::AudioStream::open(Box::new(std::fs::File::open(path)?))?.read_all()?
         }
-        None => synthetic_sound(30.0),
+        (None, false) => synthetic_sound(30.0),
     };
     let mut speech = Vec::new();
-    for (name, t, on_gpu) in whispers.iter().filter(|_| !args.text_only) {
+    for (name, t, on_gpu) in &whispers {
         let candle = CandleWhisper(&t.model);
         let engine: &dyn WhisperEngine = match on_gpu {
             Some(g) => g,
@@ -345,7 +353,7 @@ fn time_context(
     model: &Jnana,
     gpu: Option<&jnana_gpu::Gpu>,
     prompt_tokens: usize,
-    args: &BenchArgs,
+    decode_tokens: usize,
     runs: usize,
 ) -> Result<serde_json::Value> {
     let phi = &model.phi;
@@ -355,7 +363,7 @@ fn time_context(
         |logits: &candle_core::Tensor| -> Result<u32> { Ok(logits.argmax(0)?.to_scalar::<u32>()?) };
     let timing = || gpu.map(|g| g.timing());
     let (mut recording, mut waiting, mut timed) = (0.0, 0.0, 0usize);
-    let (prefill, decode) = speeds(runs, prompt.len(), args.decode_tokens, |feed| match feed {
+    let (prefill, decode) = speeds(runs, prompt.len(), decode_tokens, |feed| match feed {
         Feed::Prompt => {
             engine.clear();
             greedy(&now(engine.forward(&embeds))??)
@@ -379,7 +387,7 @@ fn time_context(
     });
     Ok(serde_json::json!({
         "prompt_tokens": prompt.len(),
-        "decode_tokens": args.decode_tokens,
+        "decode_tokens": decode_tokens,
         "prefill_tok_per_s": prefill,
         "decode_tok_per_s": decode,
         "gpu_decode_step": split,

@@ -85,6 +85,15 @@ impl Backend {
         }
     }
 
+    /// The candle device for a command that only candle runs (`cpu` or `cuda`); `wgpu` is
+    /// refused, naming where the GPU engine does that work instead.
+    pub fn candle_only(self, what: &str, on_gpu_engine: &str) -> Result<candle_core::Device> {
+        if self == Backend::Wgpu {
+            anyhow::bail!("{what} runs on `cpu` or `cuda`; {on_gpu_engine}");
+        }
+        self.candle_device()
+    }
+
     /// The GPU engine, for `wgpu`.
     pub fn gpu(self) -> Result<Option<std::rc::Rc<jnana_gpu::Gpu>>> {
         Ok(match self {

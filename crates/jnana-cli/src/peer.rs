@@ -16,10 +16,13 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
         .file(Role::LanguageModel)
         .context("the bundle has no language model")?;
     let path = dir.join(&entry.name);
-    if args.backend == crate::Backend::Wgpu {
-        anyhow::bail!("candle's quantized_phi runs on `cpu` or `cuda`, not on our GPU engine");
-    }
-    let device = args.backend.candle_device()?;
+    let [prompt_tokens] = args.prompt_tokens[..] else {
+        anyhow::bail!("--peer candle times one context at a time: give one --prompt-tokens");
+    };
+    let device = args.backend.candle_only(
+        "candle's quantized_phi",
+        "it is not our GPU engine (`jnana bench --backend wgpu` times that)",
+    )?;
     let started = Instant::now();
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -32,7 +35,7 @@ pub fn candle_phi(args: &BenchArgs) -> Result<()> {
         .map_or(50_000, |t| t.len());
     let mut model = ModelWeights::from_gguf(content, &mut file, &device)?;
     let load_s = started.elapsed().as_secs_f64();
-    let prompt = prompt_ids(args.prompt_tokens[0], vocab);
+    let prompt = prompt_ids(prompt_tokens, vocab);
     let greedy =
         |logits: &Tensor| -> Result<u32> { Ok(logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?) };
     let (prefill, decode) = speeds(args.runs, prompt.len(), args.decode_tokens, |feed| {

@@ -64,10 +64,11 @@ pub fn transcribe_file(transcriber: &Transcriber, audio: &Path) -> Result<speech
 }
 
 pub fn run(args: TranscribeArgs) -> Result<()> {
-    if args.backend == crate::Backend::Wgpu {
-        anyhow::bail!("transcribe runs on `cpu` or `cuda`; the GPU engine transcribes inside `chat --backend wgpu` and `bench --backend wgpu`");
-    }
-    let mut transcriber = load_model(&args.model, &args.backend.candle_device()?)?;
+    let device = args.backend.candle_only(
+        "transcribe",
+        "the GPU engine transcribes inside `chat --backend wgpu` and `bench --backend wgpu`",
+    )?;
+    let mut transcriber = load_model(&args.model, &device)?;
     transcriber.options.language = args.language.clone();
     let started = Instant::now();
     let transcript = transcribe_file(&transcriber, &args.audio)?;

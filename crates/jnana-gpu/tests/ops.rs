@@ -615,38 +615,21 @@ fn attention_with_a_kv_cache_matches_the_reference() {
         let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
         assert!(err <= 1e-5, "step {step}: {err}");
     }
-    // Full attention (encoders) with grouped key/value heads, and a long key store.
-    let (seq, len, heads, kv_heads, hd) = (50, 1500, 8, 2, 64);
-    let q = random(seq * heads * hd, 50, 1.0);
-    let k = random(len * kv_heads * hd, 51, 1.0);
-    let v = random(len * kv_heads * hd, 52, 1.0);
-    let y = ops::attention(
-        g,
-        &g.upload(&q, &[seq, heads * hd]).unwrap(),
-        &g.upload(&k, &[len, kv_heads * hd]).unwrap(),
-        &g.upload(&v, &[len, kv_heads * hd]).unwrap(),
-        len,
-        heads,
-        kv_heads,
-        false,
-    )
-    .unwrap();
-    let reference = attention_reference(&q, &k, &v, seq, len, heads, kv_heads, hd, false);
-    let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
-    assert!(err <= 1e-5, "full: {err}");
-    // One query over many keys (decode steps deep in a conversation, Whisper's cross-attention),
-    // with grouped key/value heads and a key count that is no multiple of the workgroup.
-    for (len, heads, kv_heads, hd, causal) in [
-        (65, 4, 4, 80, true),
-        (300, 8, 2, 80, true),
-        (1500, 8, 8, 64, false),
+    // Without a cache: full attention (encoders) over a long key store with grouped key/value
+    // heads, and one query over many keys (decode steps deep in a conversation, Whisper's
+    // cross-attention), key counts no multiple of the workgroup.
+    for (seq, len, heads, kv_heads, hd, causal, seed) in [
+        (50, 1500, 8, 2, 64, false, 50),
+        (1, 65, 4, 4, 80, true, 125),
+        (1, 300, 8, 2, 80, true, 360),
+        (1, 1500, 8, 8, 64, false, 1560),
     ] {
-        let q = random(heads * hd, 60 + len as u64, 1.0);
-        let k = random(len * kv_heads * hd, 61 + len as u64, 1.0);
-        let v = random(len * kv_heads * hd, 62 + len as u64, 1.0);
+        let q = random(seq * heads * hd, seed, 1.0);
+        let k = random(len * kv_heads * hd, seed + 1, 1.0);
+        let v = random(len * kv_heads * hd, seed + 2, 1.0);
         let y = ops::attention(
             g,
-            &g.upload(&q, &[1, heads * hd]).unwrap(),
+            &g.upload(&q, &[seq, heads * hd]).unwrap(),
             &g.upload(&k, &[len, kv_heads * hd]).unwrap(),
             &g.upload(&v, &[len, kv_heads * hd]).unwrap(),
             len,
@@ -655,9 +638,9 @@ fn attention_with_a_kv_cache_matches_the_reference() {
             causal,
         )
         .unwrap();
-        let reference = attention_reference(&q, &k, &v, 1, len, heads, kv_heads, hd, causal);
+        let reference = attention_reference(&q, &k, &v, seq, len, heads, kv_heads, hd, causal);
         let err = max_abs_diff(&g.read_blocking(&y).unwrap(), &reference);
-        assert!(err <= 1e-5, "one query over {len} keys: {err}");
+        assert!(err <= 1e-5, "{seq} queries over {len} keys: {err}");
     }
     // Past the cache's size.
     let big = g.upload(&random(60 * w, 1, 1.0), &[60, w]).unwrap();
