@@ -178,9 +178,23 @@ async fn start_gpu(
         steps: 1,
         what: "starting WebGPU".into(),
     });
-    let gpu = jnana_gpu::Gpu::new()
-        .await
-        .map_err(|e| format!("WebGPU could not start ({e}); computing on the CPU."))?;
+    let gpu = match jnana_gpu::Gpu::new().await {
+        // A browser's "no adapter" can be transient (its GPU process starting or restarting),
+        // so it is asked once more before the CPU takes over for good.
+        Err(jnana_gpu::Error::NoAdapter(_)) => {
+            gloo_timers::future::TimeoutFuture::new(1_000).await;
+            jnana_gpu::Gpu::new().await
+        }
+        started => started,
+    }
+    .map_err(|e| match e {
+        // wgpu's own text lists every native backend this build lacks: noise to a user.
+        jnana_gpu::Error::NoAdapter(_) => "WebGPU could not start: this browser offers no GPU \
+                                           adapter (its GPU may be blocked or unavailable); \
+                                           computing on the CPU."
+            .to_string(),
+        e => format!("WebGPU could not start ({e}); computing on the CPU."),
+    })?;
     let summary = gpu.summary.clone();
     if summary.fallback && compute == Compute::Auto {
         return Err(

@@ -62,3 +62,78 @@ export function rendererPeakBytes() {
   }
   return best;
 }
+
+/** What the browser itself offers WebGPU code in a dedicated worker (where the app's models
+ * run), asked directly rather than through the app: `{ api, adapter }`, adapter null or
+ * `{ architecture, fallback }`. It asks from a page of `origin` outside the app, whose
+ * Content-Security-Policy forbids the blob: worker the question runs in. */
+export async function browserWebgpu(context, origin) {
+  const page = await context.newPage();
+  try {
+    await page.goto(`${origin}/webgpu-probe`);
+    return await askWorker(page);
+  } finally {
+    await page.close();
+  }
+}
+
+function askWorker(page) {
+  return page.evaluate(async () => {
+    const source = `(async () => {
+      if (!navigator.gpu) return postMessage({ api: false, adapter: null });
+      const a = await navigator.gpu.requestAdapter();
+      postMessage({ api: true, adapter: a && { architecture: a.info?.architecture ?? '', fallback: !!a.info?.isFallbackAdapter } });
+    })();`;
+    const url = URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
+    const worker = new Worker(url);
+    try {
+      return await new Promise((resolve, reject) => {
+        worker.onmessage = (e) => resolve(e.data);
+        worker.onerror = (e) => reject(new Error(e.message));
+      });
+    } finally {
+      worker.terminate();
+      URL.revokeObjectURL(url);
+    }
+  });
+}
+
+/** The lines of chrome://gpu that say why WebGPU is (un)available: its feature status, the
+ * problems Chromium detected and the GPU process's crash count. */
+export async function gpuDiagnostics(context) {
+  const page = await context.newPage();
+  try {
+    await page.goto('chrome://gpu');
+    await page.waitForTimeout(2_000);
+    const lines = await page.evaluate(() => {
+      const out = [];
+      const walk = (n) => {
+        if (n.nodeType === Node.TEXT_NODE) {
+          const v = n.textContent.trim();
+          if (v) out.push(v);
+          return;
+        }
+        if (n.shadowRoot) walk(n.shadowRoot);
+        for (const c of n.childNodes) walk(c);
+      };
+      walk(document.body);
+      return out;
+    });
+    const valueAfter = (label) => {
+      const i = lines.indexOf(label);
+      return i < 0 ? '?' : lines.slice(i + 1, i + 3).find((l) => l !== ':') ?? '?';
+    };
+    const problems = lines.indexOf('Problems Detected');
+    const webgpuProblems = problems < 0 ? [] : lines.slice(problems + 1, problems + 60)
+      .filter((l) => /webgpu|dawn|vulkan|swiftshader/i.test(l) && l !== 'webgpu');
+    return [
+      `WebGPU feature status: ${valueAfter('WebGPU:')}`,
+      `GPU process crash count: ${valueAfter('GPU process crash count')}`,
+      ...webgpuProblems,
+    ].join('; ');
+  } catch (e) {
+    return `chrome://gpu could not be read: ${e.message}`;
+  } finally {
+    await page.close();
+  }
+}
