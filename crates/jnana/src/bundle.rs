@@ -590,6 +590,8 @@ fn load_with(
                 let merge = merge.unwrap_or(!phi.is_quantized());
                 apply_adapter(&mut phi, adapter, merge, file)?;
             }
+            // Part of loading, not of the first answer.
+            phi.prepare_cpu_kernels();
             phi
         }
         Some(take) => {

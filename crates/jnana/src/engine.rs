@@ -58,6 +58,7 @@ pub struct CandleEngine {
 
 impl CandleEngine {
     pub fn new(phi: Phi2) -> Self {
+        phi.prepare_cpu_kernels();
         Self {
             cache: phi.new_cache(),
             phi,

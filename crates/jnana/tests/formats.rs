@@ -672,3 +672,64 @@ fn candle_transformers_own_quantized_phi_reads_our_gguf_as_we_do() {
     }
     assert_eq!(our_ids, peer_ids);
 }
+
+/// Phi-2 with Q4_K weights whose widths are multiples of 256 (the shapes our own x86 kernel
+/// takes, AVX-512 VNNI): a prompt, then single-token decode steps on the cache, against the
+/// same file dequantized to float32 matmuls. The kernel quantizes activations to 8 bits per 256
+/// values (as candle and llama.cpp do), so logits agree to within 2% of their range, not
+/// exactly.
+#[test]
+fn phi2_on_our_q4k_kernel_matches_the_dequantized_weights() {
+    let (manifest, files) = tiny_bundle(|spec| {
+        spec.text.hidden_size = 256;
+        spec.text.intermediate_size = 1024;
+        spec.text.num_attention_heads = 4;
+        spec.text.num_key_value_heads = Some(4);
+        spec.text.rotary_dim = 32;
+        spec.text_quant = GgmlDType::Q4K;
+    });
+    let with = |quantized_matmul| {
+        let mut provider = MemoryProvider::from_files(&files);
+        let options = LoadOptions {
+            quantized_matmul,
+            skip_vision: true,
+            skip_speech: true,
+            ..LoadOptions::default()
+        };
+        bundle::load(&manifest, &mut provider, &options, &mut |_| {}).unwrap()
+    };
+    let (ours, reference) = (
+        with(QuantizedMatmul::IntegerDot),
+        with(QuantizedMatmul::Dequantize),
+    );
+    let kernel = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni");
+    let kernel_bytes = ours.phi.prepare_cpu_kernels();
+    assert_eq!(
+        kernel_bytes > 0,
+        kernel,
+        "the kernel is used exactly where the CPU runs it"
+    );
+    if !kernel {
+        eprintln!("this CPU has no AVX-512 VNNI: candle's Q4_K kernels computed instead of ours");
+    }
+    let (mut cache_ours, mut cache_ref) = (ours.phi.new_cache(), reference.phi.new_cache());
+    let mut feed: Vec<u32> = vec![50256, 464, 3139, 286, 262, 1486, 318];
+    for step in 0..6 {
+        let embeds = reference.phi.embed(&feed).unwrap().unsqueeze(0).unwrap();
+        let got = ours.phi.forward(&embeds, &mut cache_ours).unwrap();
+        let want = reference.phi.forward(&embeds, &mut cache_ref).unwrap();
+        let max = |t: &Tensor| t.max(0).unwrap().to_scalar::<f32>().unwrap();
+        let range = max(&want) - want.min(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = max(&(&got - &want).unwrap().abs().unwrap());
+        eprintln!("step {step}: logits differ by at most {diff} (range {range})");
+        assert!(
+            diff <= 0.02 * range,
+            "step {step}: logits differ by {diff} (range {range})"
+        );
+        // Both are fed the reference's choice: random weights leave near-ties that 8-bit
+        // activations may break the other way.
+        feed = vec![want.argmax(0).unwrap().to_scalar::<u32>().unwrap()];
+    }
+}

@@ -138,7 +138,7 @@ impl GpuPhi2 {
         mut trace: Option<&mut Vec<GpuTensor>>,
     ) -> Result<GpuTensor> {
         let h = self.config.hidden_size;
-        if embeds.is_empty() || embeds.len() % h != 0 {
+        if embeds.is_empty() || !embeds.len().is_multiple_of(h) {
             return Err(Error::Shape {
                 op: "phi2",
                 detail: format!("{} values are not rows of {h}", embeds.len()),

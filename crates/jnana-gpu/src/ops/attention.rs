@@ -88,7 +88,7 @@ pub fn attention(
     let (k_rows, k_width) = k.rows_cols();
     let bad = heads == 0
         || kv_heads == 0
-        || heads % kv_heads != 0
+        || !heads.is_multiple_of(kv_heads)
         || width % heads != 0
         || k_width != kv_heads * head_dim
         || v.shape() != k.shape()

@@ -90,7 +90,7 @@ impl QMatrix {
         part_bytes: u64,
     ) -> Result<Self> {
         let (per_block, block_bytes) = blocks.block();
-        if k % per_block != 0 || data.len() != n * k / per_block * block_bytes {
+        if !k.is_multiple_of(per_block) || data.len() != n * k / per_block * block_bytes {
             return Err(Error::Shape {
                 op: "linear_q",
                 detail: format!("{} bytes of {blocks:?} for [{n}, {k}]", data.len()),
@@ -124,7 +124,7 @@ impl QMatrix {
                         let bytes = &q[chunk * 32..chunk * 32 + 32];
                         for (half, take) in [(0usize, 0u8), (1, 4)] {
                             let sub = chunk * 2 + half;
-                            let (sc, m) = scale_min_k4(sub, scales);
+                            let (sc, m) = jnana::weights::q4k_scale_min(sub, scales);
                             let g = bi * 8 + sub;
                             scale_min[g] = [d * sc as f32, dmin * m as f32];
                             let nibbles = bytes.iter().map(|b| (b >> take) & 0xF);
@@ -177,18 +177,6 @@ impl QMatrix {
     /// Buffers it is split into.
     pub fn parts(&self) -> usize {
         self.parts.len()
-    }
-}
-
-/// q4_K's eight 6-bit scales and mins, packed in 12 bytes.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
     }
 }
 

@@ -69,9 +69,9 @@ impl Config {
                 .unwrap_or(base.layer_norm_eps),
         };
         if cfg.patch_size == 0
-            || cfg.image_size % cfg.patch_size != 0
+            || !cfg.image_size.is_multiple_of(cfg.patch_size)
             || cfg.num_attention_heads == 0
-            || cfg.hidden_size % cfg.num_attention_heads != 0
+            || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(Error::file(file, "inconsistent CLIP vision dimensions"));
         }

@@ -87,7 +87,7 @@ impl Config {
             ("encoder", cfg.encoder_attention_heads),
             ("decoder", cfg.decoder_attention_heads),
         ] {
-            if heads == 0 || cfg.d_model % heads != 0 {
+            if heads == 0 || !cfg.d_model.is_multiple_of(heads) {
                 return Err(Error::file(
                     file,
                     format!(

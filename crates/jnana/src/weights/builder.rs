@@ -237,6 +237,55 @@ pub struct Linear {
     adapter: Option<LowRank>,
     in_features: usize,
     out_features: usize,
+    cpu_kernel: CpuKernel,
+}
+
+/// Our own CPU kernel's copy of a Q4_K weight (x86-64 with AVX-512 VNNI), made once, shared by
+/// the clones of a [`Linear`]. Where it does not apply, candle's kernels compute.
+#[derive(Debug, Clone, Default)]
+struct CpuKernel(
+    #[cfg(target_arch = "x86_64")] Arc<std::sync::OnceLock<Option<super::q4k_x86::PackedQ4k>>>,
+);
+
+impl CpuKernel {
+    /// Lays the weight out for the kernel, if it applies (idempotent).
+    #[allow(unused_variables)]
+    fn prepare(&self, weight: &QMatMul) {
+        #[cfg(target_arch = "x86_64")]
+        if let QMatMul::QTensor(q) = weight {
+            if q.device().is_cpu() {
+                self.0.get_or_init(|| super::q4k_x86::PackedQ4k::new(q));
+            }
+        }
+    }
+
+    /// `x W^T` through the kernel, when it was prepared and `x` is float32 on the CPU.
+    #[allow(unused_variables)]
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(Some(packed)) = self.0.get() {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                let (k, n) = packed.shape();
+                let mut dims = x.dims().to_vec();
+                if dims.last() == Some(&k) {
+                    let m = x.elem_count() / k;
+                    let y = packed.matmul(&x.flatten_all()?.to_vec1::<f32>()?, m);
+                    *dims.last_mut().expect("one dim") = n;
+                    return Ok(Some(Tensor::from_vec(y, dims, x.device())?));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes of the kernel's copy (0 when none was made).
+    fn bytes(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(Some(packed)) = self.0.get() {
+            return packed.bytes();
+        }
+        0
+    }
 }
 
 impl Linear {
@@ -252,7 +301,20 @@ impl Linear {
             adapter: None,
             in_features,
             out_features,
+            cpu_kernel: CpuKernel::default(),
         }
+    }
+
+    /// Readies our own CPU kernel for this weight where it applies (a Q4_K weight on an x86-64
+    /// CPU with AVX-512 VNNI), so the first forward pass does not pay for it. Its copy of the
+    /// weight is about as large as the weight; [`Self::kernel_bytes`] says how large.
+    pub fn prepare_cpu_kernel(&self) {
+        self.cpu_kernel.prepare(&self.weight);
+    }
+
+    /// Bytes of the CPU kernel's copy of the weight (0 when it has none).
+    pub fn kernel_bytes(&self) -> usize {
+        self.cpu_kernel.bytes()
     }
 
     pub fn in_features(&self) -> usize {
@@ -296,6 +358,7 @@ impl Linear {
             QMatMul::Tensor(_) => QMatMul::Tensor(merged),
             QMatMul::TensorF16(_) => QMatMul::TensorF16(merged.to_dtype(DType::F16)?),
         };
+        self.cpu_kernel = CpuKernel::default();
         Ok(())
     }
 
@@ -316,7 +379,10 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = self.weight.forward(x)?;
+        let mut y = match self.cpu_kernel.forward(x)? {
+            Some(y) => y,
+            None => self.weight.forward(x)?,
+        };
         if let Some(lora) = &self.adapter {
             let low = x.broadcast_matmul(&lora.a.t()?)?;
             y = (y + low.broadcast_matmul(&lora.b.t()?)?)?;

@@ -7,6 +7,8 @@ mod builder;
 mod ct2;
 mod gguf;
 mod pth;
+#[cfg(target_arch = "x86_64")]
+mod q4k_x86;
 mod rename;
 mod safetensors;
 
@@ -22,6 +24,20 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use std::io::{Read, Seek};
 use std::sync::Arc;
+
+/// Q4_K's 6-bit scale and min of subblock `j` from a block's 12 packed bytes (ggml's layout:
+/// the first four in the low 6 bits of bytes 0–3 and 4–7, the last four split between bytes
+/// 8–11 and the top 2 bits of bytes 0–7).
+pub fn q4k_scale_min(j: usize, packed: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        (
+            (packed[j + 4] & 0x0f) | ((packed[j - 4] >> 6) << 4),
+            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
+        )
+    }
+}
 
 /// Anything a weight file can be read from.
 pub trait ReadSeek: Read + Seek + Send {}

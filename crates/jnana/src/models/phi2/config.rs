@@ -147,20 +147,22 @@ impl Config {
 
     pub fn validate(&self, file: &str) -> Result<()> {
         let bad = |m: String| Err(Error::file(file, m));
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return bad(format!(
                 "hidden size {} is not divisible by {} heads",
                 self.hidden_size, self.num_attention_heads
             ));
         }
         let kv = self.num_key_value_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return bad(format!(
                 "{} attention heads cannot share {kv} key/value heads",
                 self.num_attention_heads
             ));
         }
-        if self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim() {
+        if !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim() {
             return bad(format!(
                 "rotary width {} must be even and at most the head width {}",
                 self.rotary_dim,

@@ -11,7 +11,7 @@ pub mod layout;
 pub use config::Config;
 
 use crate::error::{Error, Result};
-use crate::models::attention::{attend, causal_mask, split_heads, Mlp};
+use crate::models::attention::{attend, attend_one, causal_mask, split_heads, Mlp};
 use crate::weights::{Embedding, Linear, LowRank, Weights};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -139,10 +139,22 @@ impl Attention {
         let v = split_heads(&v, self.num_kv_heads, self.head_dim)?;
         let (k, v) = cache.append(&k.contiguous()?, &v)?;
         let repeat = self.num_heads / self.num_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
+        // Without grouped heads the cache's views go to the matmuls as they are: each head's
+        // keys are one contiguous run of the cache, and copying the whole cache out for every
+        // token cost as much as the layer's weights at a few hundred positions.
+        let (k, v) = if repeat == 1 {
+            (k, v)
+        } else {
+            (
+                candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?,
+                candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?,
+            )
+        };
 
-        let out = attend(&q, &k, &v, self.softmax_scale, mask)?;
+        let out = match mask {
+            Some(mask) => attend(&q, &k, &v, self.softmax_scale, Some(mask))?,
+            None => attend_one(&q, &k, &v, self.softmax_scale)?,
+        };
         Ok(self.dense.forward(&out)?)
     }
 }
@@ -439,6 +451,26 @@ impl Phi2 {
 
     pub fn lm_head(&self) -> &Linear {
         &self.lm_head
+    }
+
+    /// Readies our own CPU kernels where they apply (see [`Linear::prepare_cpu_kernel`]; a no-op
+    /// off the CPU); the bytes of their copies of the weights.
+    pub fn prepare_cpu_kernels(&self) -> usize {
+        if !self.device().is_cpu() {
+            return 0;
+        }
+        let layers = self.layer_params().into_iter().flat_map(|p| {
+            let mut linears = p.qkv;
+            linears.extend([p.dense, p.fc1, p.fc2]);
+            linears
+        });
+        layers
+            .chain([&self.lm_head])
+            .map(|l| {
+                l.prepare_cpu_kernel();
+                l.kernel_bytes()
+            })
+            .sum()
     }
 
     /// The float32 weights of every linear a LoRA adapter can touch, under HF names
