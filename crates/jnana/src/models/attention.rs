@@ -76,21 +76,31 @@ fn one_position(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option
             let q = &q[h * head_dim..(h + 1) * head_dim];
             let keys = &keys[h * k_head..h * k_head + positions * head_dim];
             let values = &values[h * v_head..h * v_head + positions * head_dim];
-            let mut scores: Vec<f32> = keys
-                .chunks_exact(head_dim)
-                .map(|key| dot(q, key) * scale as f32)
-                .collect();
+            let mut scores = vec![0f32; positions];
+            // Eight keys at a time, each summed over the head in order.
+            for (block, keys) in scores.chunks_mut(8).zip(keys.chunks(8 * head_dim)) {
+                let mut sums = [0f32; 8];
+                for (d, &qd) in q.iter().enumerate() {
+                    for (sum, key) in sums.iter_mut().zip(keys.chunks_exact(head_dim)) {
+                        *sum += qd * key[d];
+                    }
+                }
+                for (s, sum) in block.iter_mut().zip(sums) {
+                    *s = sum * scale as f32;
+                }
+            }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in scores.iter_mut() {
+            let mut partial = [0f32; GPU_LANES];
+            for (j, s) in scores.iter_mut().enumerate() {
                 *s = (*s - max).exp();
-                total += *s;
+                partial[j % GPU_LANES] += *s;
             }
+            let total = tree_sum(partial);
             let mut mixed = vec![0f32; head_dim];
-            for (p, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
-                let p = p / total;
-                mixed.iter_mut().zip(value).for_each(|(m, v)| *m += p * v);
+            for (e, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
+                mixed.iter_mut().zip(value).for_each(|(m, v)| *m += e * v);
             }
+            mixed.iter_mut().for_each(|m| *m /= total);
             out.lock().expect("attention output")[h * head_dim..(h + 1) * head_dim]
                 .copy_from_slice(&mixed);
         }
@@ -103,22 +113,21 @@ fn one_position(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option
     )?))
 }
 
-/// A dot product in 8 lanes (vectorised by the compiler).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+/// The GPU engine's attention kernel sums a head's exponentials in this many strided partial
+/// sums, then halves them pairwise; `one_position` adds in the same order (and the same order
+/// over the head and over the keys), so the two engines' answers differ only by `exp` and
+/// fused multiply-adds, not by summation order.
+const GPU_LANES: usize = 64;
+
+fn tree_sum(mut partial: [f32; GPU_LANES]) -> f32 {
+    let mut width = GPU_LANES / 2;
+    while width > 0 {
+        for t in 0..width {
+            partial[t] += partial[t + width];
         }
+        width /= 2;
     }
-    lanes.iter().sum::<f32>() + tail
+    partial[0]
 }
 
 /// Additive mask: new row `i` (absolute position `offset + i`) sees keys `0..=offset + i`.
