@@ -139,8 +139,9 @@ fn chunk_sums(p: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
     sums
 }
 
-fn pairwise_sum(mut sums: Vec<f32>) -> f32 {
-    let mut half = CHUNKS / 2;
+/// Halves `sums` (a power of two long) pairwise, as a GPU workgroup reduction does.
+pub(crate) fn pairwise_sum(sums: &mut [f32]) -> f32 {
+    let mut half = sums.len() / 2;
     while half > 0 {
         for t in 0..half {
             sums[t] += sums[t + half];
@@ -156,13 +157,13 @@ fn softmax(x: &[f32], temperature: f32) -> Vec<f32> {
         .map(|&l| l / temperature)
         .fold(f32::NEG_INFINITY, f32::max);
     let e: Vec<f32> = x.iter().map(|&l| (l / temperature - max).exp()).collect();
-    let sum = pairwise_sum(chunk_sums(&e, |v| v));
+    let sum = pairwise_sum(&mut chunk_sums(&e, |v| v));
     e.iter().map(|v| v / sum).collect()
 }
 
 /// The probability mass (or with `count`, the number of ids) strictly above `t`.
 fn above(p: &[f32], t: f32, count: bool) -> f32 {
-    pairwise_sum(chunk_sums(p, |v| match (v > t, count) {
+    pairwise_sum(&mut chunk_sums(p, |v| match (v > t, count) {
         (false, _) => 0.0,
         (true, true) => 1.0,
         (true, false) => v,

@@ -95,7 +95,7 @@ fn one_position(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option
                 *s = (*s - max).exp();
                 partial[j % GPU_LANES] += *s;
             }
-            let total = tree_sum(partial);
+            let total = crate::sampling::pairwise_sum(&mut partial);
             let mut mixed = vec![0f32; head_dim];
             for (e, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
                 mixed.iter_mut().zip(value).for_each(|(m, v)| *m += e * v);
@@ -118,17 +118,6 @@ fn one_position(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option
 /// over the head and over the keys), so the two engines' answers differ only by `exp` and
 /// fused multiply-adds, not by summation order.
 const GPU_LANES: usize = 64;
-
-fn tree_sum(mut partial: [f32; GPU_LANES]) -> f32 {
-    let mut width = GPU_LANES / 2;
-    while width > 0 {
-        for t in 0..width {
-            partial[t] += partial[t + width];
-        }
-        width /= 2;
-    }
-    partial[0]
-}
 
 /// Additive mask: new row `i` (absolute position `offset + i`) sees keys `0..=offset + i`.
 /// `None` for a single row, which sees everything.
