@@ -51,7 +51,9 @@ fn one_position(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option
     let (b, heads, seq, head_dim) = q.dims4()?;
     let (_, kv_heads, positions, _) = k.dims4()?;
     let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if b != 1 || seq != 1 || kv_heads != heads || ![q, k, v].into_iter().all(cpu_f32) {
+    let same_shape = k.dims() == v.dims();
+    if b != 1 || seq != 1 || kv_heads != heads || !same_shape || ![q, k, v].into_iter().all(cpu_f32)
+    {
         return Ok(None);
     }
     // Each head's rows of `head_dim` values one after another (the cache's narrowed view).

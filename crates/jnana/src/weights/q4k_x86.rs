@@ -73,25 +73,17 @@ impl PackedQ4k {
             tiles.as_mut_ptr().write_bytes(0, groups * blocks_per_row);
             tiles.set_len(groups * blocks_per_row);
         }
-        let fill = |first: usize, out: &mut [Tile]| {
-            for (i, tile) in out.iter_mut().enumerate() {
-                let (group, block) = ((first + i) / blocks_per_row, (first + i) % blocks_per_row);
+        let base = SendPtr(tiles.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(tiles.len(), |range| {
+            // SAFETY: the pool hands out disjoint ranges of `tiles`.
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(range.start), range.len()) };
+            for (i, tile) in range.zip(out) {
+                let (group, block) = (i / blocks_per_row, i % blocks_per_row);
                 for r in 0..ROWS {
                     let at = ((group * ROWS + r) * blocks_per_row + block) * BLOCK_BYTES;
                     pack_block(&data[at..at + BLOCK_BYTES], r, tile);
                 }
-            }
-        };
-        let pool = candle_core::utils::barrier_pool();
-        let chunk = tiles.len().div_ceil(pool.n_workers() + 1).max(1);
-        let base = SendPtr(tiles.as_mut_ptr());
-        pool.execute_chunked(tiles.len().div_ceil(chunk), |range| {
-            for c in range {
-                let start = c * chunk;
-                let len = chunk.min(groups * blocks_per_row - start);
-                // SAFETY: chunks are disjoint ranges of `tiles`.
-                let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), len) };
-                fill(start, out);
             }
         });
         Some(Self { n, k, tiles })
