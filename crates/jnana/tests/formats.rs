@@ -673,20 +673,18 @@ fn candle_transformers_own_quantized_phi_reads_our_gguf_as_we_do() {
     assert_eq!(our_ids, peer_ids);
 }
 
-/// Phi-2 with Q4_K weights whose widths are multiples of 256 (the shapes our own x86 kernel
-/// takes, AVX-512 VNNI): a prompt, then single-token decode steps on the cache, against the
-/// same file dequantized to float32 matmuls. The kernel quantizes activations to 8 bits per 256
-/// values (as candle and llama.cpp do), so logits agree to within 2% of their range, not
-/// exactly.
-#[test]
-fn phi2_on_our_q4k_kernel_matches_the_dequantized_weights() {
+/// Phi-2 with Q4_K or Q8_0 weights whose widths are multiples of 256 (the shapes our own x86
+/// kernels take, AVX-512 VNNI): a prompt, then single-token decode steps on the cache, against
+/// the same file dequantized to float32 matmuls. The kernels quantize activations to 8 bits (as
+/// candle and llama.cpp do), so logits agree to within 2% of their range, not exactly.
+fn phi2_on_our_kernel_matches_the_dequantized_weights(quant: GgmlDType) {
     let (manifest, files) = tiny_bundle(|spec| {
         spec.text.hidden_size = 256;
         spec.text.intermediate_size = 1024;
         spec.text.num_attention_heads = 4;
         spec.text.num_key_value_heads = Some(4);
         spec.text.rotary_dim = 32;
-        spec.text_quant = GgmlDType::Q4K;
+        spec.text_quant = quant;
     });
     let with = |quantized_matmul| {
         let mut provider = MemoryProvider::from_files(&files);
@@ -712,7 +710,7 @@ fn phi2_on_our_q4k_kernel_matches_the_dequantized_weights() {
         "the kernel is used exactly where the CPU runs it"
     );
     if !kernel {
-        eprintln!("this CPU has no AVX-512 VNNI: candle's Q4_K kernels computed instead of ours");
+        eprintln!("this CPU has no AVX-512 VNNI: candle's {quant:?} kernels computed, not ours");
     }
     let (mut cache_ours, mut cache_ref) = (ours.phi.new_cache(), reference.phi.new_cache());
     let mut feed: Vec<u32> = vec![50256, 464, 3139, 286, 262, 1486, 318];
@@ -732,4 +730,14 @@ fn phi2_on_our_q4k_kernel_matches_the_dequantized_weights() {
         // activations may break the other way.
         feed = vec![want.argmax(0).unwrap().to_scalar::<u32>().unwrap()];
     }
+}
+
+#[test]
+fn phi2_on_our_q4k_kernel_matches_the_dequantized_weights() {
+    phi2_on_our_kernel_matches_the_dequantized_weights(GgmlDType::Q4K);
+}
+
+#[test]
+fn phi2_on_our_q8_0_kernel_matches_the_dequantized_weights() {
+    phi2_on_our_kernel_matches_the_dequantized_weights(GgmlDType::Q8_0);
 }

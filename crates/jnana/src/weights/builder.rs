@@ -240,11 +240,11 @@ pub struct Linear {
     cpu_kernel: CpuKernel,
 }
 
-/// Our own CPU kernel's copy of a Q4_K weight (x86-64 with AVX-512 VNNI), made once, shared by
-/// the clones of a [`Linear`]. Where it does not apply, candle's kernels compute.
+/// Our own CPU kernel's copy of a Q4_K or Q8_0 weight (x86-64 with AVX-512 VNNI), made once,
+/// shared by the clones of a [`Linear`]. Where it does not apply, candle's kernels compute.
 #[derive(Debug, Clone, Default)]
 struct CpuKernel(
-    #[cfg(target_arch = "x86_64")] Arc<std::sync::OnceLock<Option<super::q4k_x86::PackedQ4k>>>,
+    #[cfg(target_arch = "x86_64")] Arc<std::sync::OnceLock<Option<super::x86::PackedWeight>>>,
 );
 
 impl CpuKernel {
@@ -254,7 +254,7 @@ impl CpuKernel {
         #[cfg(target_arch = "x86_64")]
         if let QMatMul::QTensor(q) = weight {
             if q.device().is_cpu() {
-                self.0.get_or_init(|| super::q4k_x86::PackedQ4k::new(q));
+                self.0.get_or_init(|| super::x86::PackedWeight::new(q));
             }
         }
     }
@@ -305,8 +305,8 @@ impl Linear {
         }
     }
 
-    /// Readies our own CPU kernel for this weight where it applies (a Q4_K weight on an x86-64
-    /// CPU with AVX-512 VNNI), so the first forward pass does not pay for it. Its copy of the
+    /// Readies our own CPU kernel for this weight where it applies (a Q4_K or Q8_0 weight on an
+    /// x86-64 CPU with AVX-512 VNNI), so the first forward pass does not pay for it. Its copy of the
     /// weight is about as large as the weight; [`Self::kernel_bytes`] says how large.
     pub fn prepare_cpu_kernel(&self) {
         self.cpu_kernel.prepare(&self.weight);

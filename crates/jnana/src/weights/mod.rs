@@ -7,10 +7,10 @@ mod builder;
 mod ct2;
 mod gguf;
 mod pth;
-#[cfg(target_arch = "x86_64")]
-mod q4k_x86;
 mod rename;
 mod safetensors;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use builder::{quantize, Embedding, Linear, LowRank, QuantizedMatmul, Weights};
 pub use ct2::Ct2Source;
