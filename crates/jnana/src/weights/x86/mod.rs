@@ -58,6 +58,9 @@ trait TileFormat {
 struct ActBlock {
     qs: [i8; QK],
     sums: [i32; 8],
+    /// The sums again, two per 32-bit word as 16-bit halves (`vpdpwssd`'s operand; each is
+    /// at most 32 · 127 in size).
+    sum_pairs: [i32; 4],
     d: [f32; 8],
 }
 
@@ -67,6 +70,7 @@ fn quantize_activations(x: &[f32], group: usize) -> Vec<ActBlock> {
             let mut block = ActBlock {
                 qs: [0; QK],
                 sums: [0; 8],
+                sum_pairs: [0; 4],
                 d: [0.0; 8],
             };
             for (g, values) in v.chunks_exact(group).enumerate() {
@@ -86,6 +90,10 @@ fn quantize_activations(x: &[f32], group: usize) -> Vec<ActBlock> {
                     .iter()
                     .map(|&q| q as i32)
                     .sum();
+            }
+            for (p, pair) in block.sum_pairs.iter_mut().enumerate() {
+                let half = |s: i32| s as i16 as u16 as u32;
+                *pair = (half(block.sums[2 * p]) | half(block.sums[2 * p + 1]) << 16) as i32;
             }
             block
         })

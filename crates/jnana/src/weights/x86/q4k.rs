@@ -1,6 +1,11 @@
 //! Q4_K tiles. candle's own x86 repack widens Q4_K's 6-bit scales to f32 (6 bits per weight
 //! instead of 4.5), which made our decode read a third more than llama.cpp's on the same file;
 //! here the scales stay bytes (4.6 bits per weight).
+//!
+//! On a CPU with two vector ports, decode of these tiles is bound by port 0, which alone runs
+//! `vpdpbusd`, shifts and 32-bit multiplies: the kernel keeps the latter two out of the inner
+//! loop. High nibbles are multiplied in place (16× too large, undone by one shift per subblock)
+//! and the mins meet the activation sums in one `vpdpwssd` per two subblocks.
 
 use super::{ActBlock, TileFormat, QK, ROWS};
 use candle_core::quantized::GgmlDType;
@@ -15,6 +20,7 @@ pub(super) struct Tile {
     qs: [u8; QK / 2 * ROWS],
     /// `[subblock][row]`, 6-bit.
     scales: [u8; 8 * ROWS],
+    /// `[subblock pair 4][row 16][2]`, 6-bit: widened to 16 bits, one pair per 32-bit lane.
     mins: [u8; 8 * ROWS],
     d: [u16; ROWS],
     dmin: [u16; ROWS],
@@ -37,7 +43,7 @@ impl TileFormat for Q4k {
         for j in 0..8 {
             let (sc, mn) = super::super::q4k_scale_min(j, scales);
             tile.scales[j * ROWS + r] = sc;
-            tile.mins[j * ROWS + r] = mn;
+            tile.mins[(j / 2 * ROWS + r) * 2 + j % 2] = mn;
         }
         // In the file, 32 bytes hold two subblocks: 2c in the low nibbles, 2c + 1 in the high ones.
         let value = |v: usize| {
@@ -67,35 +73,42 @@ impl TileFormat for Q4k {
         stride: usize,
     ) {
         let blocks = tiles.len();
-        let nibble = _mm512_set1_epi8(0x0f);
+        let (low, high) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0xf0u8 as i8));
         let mut acc = [_mm512_setzero_ps(); M];
         for (b, tile) in tiles.iter().enumerate() {
             let act: [&ActBlock; M] = std::array::from_fn(|r| &acts[r * blocks + b]);
             // Σ_j scale_j · (q · a)_j and Σ_j min_j · Σa_j, exact in 32-bit integers.
             let mut dots = [_mm512_setzero_si512(); M];
-            let mut offsets = [_mm512_setzero_si512(); M];
             for j in 0..8 {
-                let mut dot = [_mm512_setzero_si512(); M];
+                let mut lo = [_mm512_setzero_si512(); M];
+                let mut hi = [_mm512_setzero_si512(); M];
                 for quad in 0..4 {
                     let w = _mm512_load_si512(tile.qs.as_ptr().add((j * 4 + quad) * 64).cast());
-                    let lo = _mm512_and_si512(w, nibble);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), nibble);
+                    let (w_lo, w_hi) = (_mm512_and_si512(w, low), _mm512_and_si512(w, high));
                     for r in 0..M {
                         let a = act[r].qs.as_ptr().add(32 * j + 4 * quad);
                         let a_lo = _mm512_set1_epi32(a.cast::<i32>().read_unaligned());
                         let a_hi = _mm512_set1_epi32(a.add(16).cast::<i32>().read_unaligned());
-                        dot[r] = _mm512_dpbusd_epi32(dot[r], lo, a_lo);
-                        dot[r] = _mm512_dpbusd_epi32(dot[r], hi, a_hi);
+                        lo[r] = _mm512_dpbusd_epi32(lo[r], w_lo, a_lo);
+                        hi[r] = _mm512_dpbusd_epi32(hi[r], w_hi, a_hi);
                     }
                 }
                 let scale =
                     _mm512_cvtepu8_epi32(_mm_load_si128(tile.scales.as_ptr().add(j * ROWS).cast()));
-                let min =
-                    _mm512_cvtepu8_epi32(_mm_load_si128(tile.mins.as_ptr().add(j * ROWS).cast()));
                 for r in 0..M {
-                    dots[r] = _mm512_add_epi32(dots[r], _mm512_mullo_epi32(dot[r], scale));
-                    let sum = _mm512_set1_epi32(act[r].sums[j]);
-                    offsets[r] = _mm512_add_epi32(offsets[r], _mm512_mullo_epi32(min, sum));
+                    // `hi` is exactly 16 times the high nibbles' dot.
+                    let dot = _mm512_add_epi32(lo[r], _mm512_srai_epi32::<4>(hi[r]));
+                    dots[r] = _mm512_add_epi32(dots[r], _mm512_mullo_epi32(dot, scale));
+                }
+            }
+            let mut offsets = [_mm512_setzero_si512(); M];
+            for pair in 0..4 {
+                let mins = _mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                    tile.mins.as_ptr().add(pair * 2 * ROWS).cast(),
+                ));
+                for r in 0..M {
+                    let sums = _mm512_set1_epi32(act[r].sum_pairs[pair]);
+                    offsets[r] = _mm512_dpwssd_epi32(offsets[r], mins, sums);
                 }
             }
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile.d.as_ptr().cast()));
