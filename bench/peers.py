@@ -89,7 +89,7 @@ def build_llama_bench():
     if cmake is None:
         sys.exit("cmake is needed to build llama.cpp (bash scripts/setup.sh installs it)")
     # Without AMX: virtual machines can list it in cpuid yet fault on its first tile load
-    # (seen on this project's Sapphire Rapids runners), and our kernels do not use it either, so
+    # (seen on an Intel Xeon VM whose cpuid lists AMX), and our kernels do not use it either, so
     # both sides run AVX-512 VNNI code. GCC lets an explicit -mno-* win over -march=native.
     no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     run([cmake, "-S", src, "-B", src / "build", "-DCMAKE_BUILD_TYPE=Release",
