@@ -31,6 +31,8 @@ trait TileFormat {
     /// Plain integers, for which all-zero bytes are a valid value.
     type Tile;
     const DTYPE: GgmlDType;
+    /// The block type's name in ggml's spelling.
+    const NAME: &'static str;
     /// Bytes of 256 values of one row in the file.
     const FILE_BYTES: usize;
     /// Activation values that share one scale: 256, or 32 where the weight's own scales are
@@ -143,6 +145,31 @@ where
         });
         Some(Self { n, k, tiles })
     }
+}
+
+/// What [`PackedWeight`] needs of a packed weight, whatever its format.
+trait Kernel: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn shape(&self) -> (usize, usize);
+    fn bytes(&self) -> usize;
+    fn matmul(&self, x: &[f32], m: usize) -> Vec<f32>;
+}
+
+impl<F: TileFormat> Kernel for Packed<F>
+where
+    F::Tile: Send + Sync,
+{
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    fn bytes(&self) -> usize {
+        self.tiles.len() * std::mem::size_of::<F::Tile>()
+    }
 
     fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
@@ -175,28 +202,15 @@ where
         });
         y
     }
-
-    fn bytes(&self) -> usize {
-        self.tiles.len() * std::mem::size_of::<F::Tile>()
-    }
 }
 
 /// A Q4_K or Q8_0 weight laid out for the kernels.
-pub struct PackedWeight(Format);
-
-enum Format {
-    Q4k(Packed<q4k::Q4k>),
-    Q8_0(Packed<q8_0::Q8_0>),
-}
+pub struct PackedWeight(Box<dyn Kernel>);
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (k, n) = self.shape();
-        let name = match self.0 {
-            Format::Q4k(_) => "Q4_K",
-            Format::Q8_0(_) => "Q8_0",
-        };
-        write!(f, "PackedWeight[{name}; {n}, {k}]")
+        write!(f, "PackedWeight[{}; {n}, {k}]", self.0.name())
     }
 }
 
@@ -204,35 +218,26 @@ impl PackedWeight {
     /// The tiles of a CPU Q4_K or Q8_0 tensor, or `None` where no kernel applies (another block
     /// type, rows not a multiple of 16, or a CPU without AVX-512 VNNI).
     pub fn new(q: &QTensor) -> Option<Self> {
-        let format = match q.dtype() {
-            GgmlDType::Q4K => Format::Q4k(Packed::new(q)?),
-            GgmlDType::Q8_0 => Format::Q8_0(Packed::new(q)?),
+        let kernel: Box<dyn Kernel> = match q.dtype() {
+            GgmlDType::Q4K => Box::new(Packed::<q4k::Q4k>::new(q)?),
+            GgmlDType::Q8_0 => Box::new(Packed::<q8_0::Q8_0>::new(q)?),
             _ => return None,
         };
-        Some(Self(format))
+        Some(Self(kernel))
     }
 
     /// `(k, n)`: the input and output widths.
     pub fn shape(&self) -> (usize, usize) {
-        match &self.0 {
-            Format::Q4k(p) => (p.k, p.n),
-            Format::Q8_0(p) => (p.k, p.n),
-        }
+        self.0.shape()
     }
 
     pub fn bytes(&self) -> usize {
-        match &self.0 {
-            Format::Q4k(p) => p.bytes(),
-            Format::Q8_0(p) => p.bytes(),
-        }
+        self.0.bytes()
     }
 
     /// `x W^T` for `x` of `m` rows of `k` values (row-major): `m × n` values.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        match &self.0 {
-            Format::Q4k(p) => p.matmul(x, m),
-            Format::Q8_0(p) => p.matmul(x, m),
-        }
+        self.0.matmul(x, m)
     }
 }
 

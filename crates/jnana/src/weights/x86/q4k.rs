@@ -31,6 +31,7 @@ pub(super) struct Q4k;
 impl TileFormat for Q4k {
     type Tile = Tile;
     const DTYPE: GgmlDType = GgmlDType::Q4K;
+    const NAME: &'static str = "Q4_K";
     /// f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles.
     const FILE_BYTES: usize = 144;
     /// One scale per 256 activations: the weight's 6-bit subblock scales multiply integer dots.

@@ -23,6 +23,7 @@ pub(super) struct Q8_0;
 impl TileFormat for Q8_0 {
     type Tile = Tile;
     const DTYPE: GgmlDType = GgmlDType::Q8_0;
+    const NAME: &'static str = "Q8_0";
     const FILE_BYTES: usize = 8 * BLOCK_BYTES;
     const ACT_GROUP: usize = 32;
 
