@@ -6,7 +6,7 @@ which vendors it; our CLI with cargo), writes the `phi2`-preset bundles (Phi-2's
 random weights, a valid llama.cpp `phi2` GGUF), then times, alternately (A B C A B C ...):
 
   ours     jnana bench --text-only            (candle CPU kernels through our Phi-2)
-  llama    llama-bench                        (llama.cpp on the same GGUF file)
+  llama    llama-batched-bench                (llama.cpp on the same GGUF file)
   candle   jnana bench --peer candle          (candle-transformers' own quantized_phi)
 
 and, for speech, ours (`jnana bench --whisper`) against whisper.cpp 1.5.0 (the source the npm
@@ -16,9 +16,12 @@ ggml file by this script) and the same recording (jfk.wav), as real-time factors
 ÷ transcription seconds, model loading excluded on both sides.
 
 Prefill is timed on a `context`-token prompt from an empty cache; decode is `--decode` tokens
-generated after a `context`-token prompt. Every number is the median of `--runs` runs, and each
-run is its own process (load included in its wall time, not in the speeds); peak memory is each
-process's maximum RSS (as ours and candle report it; llama-bench does not). Prints one table
+generated after that prompt, in the same process: llama.cpp's `llama-batched-bench -npp context
+-ntg decode -npl 1` does the same (one prefill from an empty cache, then one token at a time;
+`llama-bench` would prefill the context once more for its decode at that depth, plus a warm-up
+run of each). Every number is the median of `--runs` runs, and each run is its own process (load
+included in its wall time, not in the speeds); peak memory is each process's maximum resident
+set, read the same way for all three (wait4's ru_maxrss). Prints one table
 (and `--json`), and with `--out` writes it as Markdown with the machine, the peers' versions
 and our commit.
 
@@ -36,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,9 +70,9 @@ def build_jnana():
     return target_dir() / "release" / "jnana"
 
 
-def build_llama_bench():
+def build_llama_cpp():
     src = CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}"
-    exe = src / "build" / "bin" / "llama-bench"
+    exe = src / "build" / "bin" / "llama-batched-bench"
     if exe.exists():
         return exe
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -98,7 +102,7 @@ def build_llama_bench():
          "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
          "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF"],
         stdout=subprocess.DEVNULL)
-    run([cmake, "--build", src / "build", "--target", "llama-bench",
+    run([cmake, "--build", src / "build", "--target", "llama-batched-bench",
          "-j", str(os.cpu_count() or 1)], stdout=subprocess.DEVNULL)
     return exe
 
@@ -255,42 +259,55 @@ def ensure_bundle(jnana, preset, quant):
 
 
 def timed(cmd):
-    """Runs `cmd`; its stdout and wall seconds."""
+    """Runs `cmd`; its stdout, stderr, wall seconds and peak resident set in MB."""
     log("$", " ".join(str(c) for c in cmd))
-    started = time.monotonic()
-    p = subprocess.run([str(c) for c in cmd], capture_output=True)
-    wall = time.monotonic() - started
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        p = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.monotonic() - started
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if p.returncode:
-        sys.exit(f"{cmd[0]} failed:\n{p.stderr.decode(errors='replace')[-3000:]}")
-    return p.stdout.decode(), wall
+        sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{stderr[-3000:]}")
+    return stdout, stderr, wall, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 class Programs:
-    def __init__(self, jnana, llama_bench, threads):
-        self.jnana, self.llama_bench, self.threads = jnana, llama_bench, threads
+    def __init__(self, jnana, batched_bench, threads):
+        self.jnana, self.batched_bench, self.threads = jnana, batched_bench, threads
 
     def ours(self, bundle, gguf, context, decode, peer=None):
         cmd = [self.jnana, "bench", "--bundle", bundle, "--text-only", "--json", "--runs", "1",
                "--prompt-tokens", context, "--decode-tokens", decode]
         if peer:
             cmd += ["--peer", peer]
-        out, wall = timed(cmd)
+        out, _, wall, peak_mb = timed(cmd)
         r = json.loads(out)
         return {"prefill": r["prefill_tok_per_s"], "decode": r["decode_tok_per_s"],
-                "peak_mb": r.get("peak_rss_mb"), "wall_s": wall}
+                "peak_mb": peak_mb, "wall_s": wall}
 
     def candle(self, bundle, gguf, context, decode):
         return self.ours(bundle, gguf, context, decode, peer="candle")
 
     def llama(self, bundle, gguf, context, decode):
-        common = [self.llama_bench, "-m", gguf, "-t", self.threads, "-r", "1", "-o", "json"]
-        out, wall_p = timed(common + ["-p", context, "-n", "0"])
-        prefill = json.loads(out)[0]
-        out, wall_d = timed(common + ["-p", "0", "-n", decode, "-d", context])
-        generate = json.loads(out)[0]
-        self.build = f"{prefill.get('build_commit')} (build {prefill.get('build_number')})"
-        return {"prefill": prefill["avg_ts"], "decode": generate["avg_ts"], "peak_mb": None,
-                "wall_s": wall_p + wall_d}
+        # Its defaults otherwise, as llama-bench's: batch 2048, micro-batch 512, flash attention
+        # where the backend has it; it warms up on 16 tokens before timing.
+        out, err, wall, peak_mb = timed(
+            [self.batched_bench, "-m", gguf, "-t", self.threads, "-c", context + decode,
+             "-npp", context, "-ntg", decode, "-npl", "1", "--output-format", "jsonl"])
+        rows = [json.loads(line) for line in (out + err).splitlines()
+                if line.startswith("{") and '"speed_pp"' in line]
+        if len(rows) != 1:
+            sys.exit(f"llama-batched-bench printed {len(rows)} result lines:\n{err[-3000:]}")
+        return {"prefill": rows[0]["speed_pp"], "decode": rows[0]["speed_tg"],
+                "peak_mb": peak_mb, "wall_s": wall}
+
+    def version(self):
+        out, err, _, _ = timed([self.batched_bench, "--version"])
+        return (out + err).strip().splitlines()[0]
 
 
 def wav_seconds(path):
@@ -308,7 +325,7 @@ class Speech:
         self.seconds = wav_seconds(audio)
 
     def ours(self, model, ggml):
-        out, _ = timed([self.jnana, "bench", "--bundle", self.bundle, "--whisper", model,
+        out, _, _, _ = timed([self.jnana, "bench", "--bundle", self.bundle, "--whisper", model,
                         "--audio", self.audio, "--prompt-tokens", "4", "--decode-tokens", "1",
                         "--runs", "1", "--json"])
         return json.loads(out)["whisper"][0]["real_time_factor"]
@@ -377,7 +394,7 @@ def main():
     contexts = [int(c) for c in a.contexts.split(",")]
     started = time.monotonic()
     jnana = build_jnana()
-    progs = Programs(jnana, build_llama_bench(), os.cpu_count() or 1)
+    progs = Programs(jnana, build_llama_cpp(), os.cpu_count() or 1)
     names = ["ours", "llama", "candle"]
     results = []
     for quant in filter(None, a.quants.split(",")):
@@ -422,7 +439,7 @@ def main():
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                  capture_output=True, text=True).stdout.strip(),
         "llama_cpp": f"llama-cpp-python {LLAMA_CPP_PYTHON} sdist's llama.cpp, "
-                     f"{getattr(progs, 'build', '?')}",
+                     f"`llama-batched-bench --version`: {progs.version()}",
         "candle_transformers": candle_version(),
         "threads": progs.threads,
         "runs": a.runs,
@@ -449,7 +466,7 @@ def markdown(r):
         "",
         "| weights | context | prefill tok/s ours / llama.cpp / candle | decode tok/s ours / "
         "llama.cpp / candle | ours ÷ llama.cpp (prefill, decode) | ours ÷ candle (prefill, "
-        "decode) | peak RSS MB ours / candle |",
+        "decode) | peak RSS MB ours / llama.cpp / candle |",
         "|---|---|---|---|---|---|---|",
     ]
     for x in r["rows"]:
@@ -460,7 +477,8 @@ def markdown(r):
             f"{f(x['candle_decode'], 2)} "
             f"| {f(x['ours_over_llama_prefill'], 2)}, {f(x['ours_over_llama_decode'], 2)} "
             f"| {f(x['ours_over_candle_prefill'], 2)}, {f(x['ours_over_candle_decode'], 2)} "
-            f"| {f(x['ours_peak_mb'], 0)} / {f(x['candle_peak_mb'], 0)} |")
+            f"| {f(x['ours_peak_mb'], 0)} / {f(x['llama_peak_mb'], 0)} / "
+            f"{f(x['candle_peak_mb'], 0)} |")
     if r["speech_rows"]:
         lines += [
             "",

@@ -14,6 +14,7 @@ pub mod error;
 pub mod generation;
 pub mod lora;
 pub mod models;
+mod parallel;
 pub mod pipeline;
 pub mod preprocess;
 pub mod sampling;

@@ -741,3 +741,59 @@ fn phi2_on_our_q4k_kernel_matches_the_dequantized_weights() {
 fn phi2_on_our_q8_0_kernel_matches_the_dequantized_weights() {
     phi2_on_our_kernel_matches_the_dequantized_weights(GgmlDType::Q8_0);
 }
+
+/// A prompt longer than one chunk goes through the layers a chunk at a time (`Phi2::forward`),
+/// each chunk's attention against the cache the earlier chunks filled: the same last logits as
+/// the whole prompt in one pass, and the same next step after it.
+#[test]
+fn a_prompt_longer_than_a_chunk_answers_as_one_pass() {
+    let (content, tensors) = gguf_tensors("phi_gguf/phi2-tiny-q8_0.gguf");
+    let source = weights::open_source(
+        "phi2.gguf",
+        Box::new(Cursor::new(write_gguf(&content.metadata, &tensors))),
+    )
+    .unwrap();
+    // The fixture's 256 positions stretched to hold two chunks (rotary positions are computed,
+    // not learned).
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("phi_gguf/config.json")).unwrap())
+            .unwrap();
+    config["max_position_embeddings"] = 1024.into();
+    let phi = bundle::load_phi(
+        source,
+        Some(&config),
+        &Device::Cpu,
+        QuantizedMatmul::IntegerDot,
+    )
+    .unwrap();
+    let vocab = phi.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..700u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let embeds = phi.embed(&prompt).unwrap().unsqueeze(0).unwrap();
+    let next = phi.embed(&[42]).unwrap().unsqueeze(0).unwrap();
+
+    let mut chunked = phi.new_cache();
+    let chunked_last = phi.forward(&embeds, &mut chunked).unwrap();
+    let mut whole = phi.new_cache();
+    let whole_logits = phi.forward_trace(&embeds, &mut whole).unwrap().logits;
+    let whole_last = whole_logits
+        .squeeze(0)
+        .unwrap()
+        .get(prompt.len() - 1)
+        .unwrap();
+    let step_chunked = phi.forward(&next, &mut chunked).unwrap();
+    let step_whole = phi.forward(&next, &mut whole).unwrap();
+
+    let argmax = |t: &Tensor| t.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+    for (what, got, want) in [
+        ("last prompt position", &chunked_last, &whole_last),
+        ("the step after it", &step_chunked, &step_whole),
+    ] {
+        let (range, _) = abs_diff(want, &want.zeros_like().unwrap()).unwrap();
+        let (diff, _) = abs_diff(got, want).unwrap();
+        assert!(
+            diff <= 1e-4 * range,
+            "{what}: differs by {diff} (range {range})"
+        );
+        assert_eq!(argmax(got), argmax(want), "{what}");
+    }
+}

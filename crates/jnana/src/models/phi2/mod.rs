@@ -11,7 +11,7 @@ pub mod layout;
 pub use config::Config;
 
 use crate::error::{Error, Result};
-use crate::models::attention::{attend, attend_one, causal_mask, split_heads, Mlp};
+use crate::models::attention::{attend_causal, attend_one, causal_mask, split_heads, Mlp};
 use crate::weights::{Embedding, Linear, LowRank, Weights};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -152,7 +152,7 @@ impl Attention {
         };
 
         let out = match mask {
-            Some(mask) => attend(&q, &k, &v, self.softmax_scale, Some(mask))?,
+            Some(mask) => attend_causal(&q, &k, &v, self.softmax_scale, mask)?,
             None => attend_one(&q, &k, &v, self.softmax_scale)?,
         };
         Ok(self.dense.forward(&out)?)
@@ -290,6 +290,9 @@ pub struct Phi2 {
     config: Config,
 }
 
+/// Prompt positions fed through the layers at once (see [`Phi2::forward`]).
+const PROMPT_CHUNK: usize = 512;
+
 impl Phi2 {
     /// Frees the decoder layers once another engine holds them (the GPU engine uploads them):
     /// token embeddings, which the pipeline keeps using, stay; computing here is refused after.
@@ -384,9 +387,19 @@ impl Phi2 {
     /// Feeds `[1, n, hidden]` embeddings after what `cache` holds; returns the logits of the
     /// last position, `[vocab]`.
     pub fn forward(&self, embeds: &Tensor, cache: &mut Cache) -> Result<Tensor> {
-        let hidden = self.run(embeds, cache, None)?;
-        let seq_len = hidden.dim(1)?;
-        let last = hidden.narrow(1, seq_len - 1, 1)?;
+        let seq_len = embeds.dim(1)?;
+        // Before the first chunk: a prompt that cannot fit leaves the cache as it was.
+        self.check_room(cache.len(), seq_len)?;
+        // A long prompt goes in chunks, as llama.cpp's micro-batches: every layer's activations
+        // (the MLP's are 4 × hidden wide) stay a chunk long instead of the prompt's length.
+        let mut hidden = None;
+        for first in (0..seq_len).step_by(PROMPT_CHUNK) {
+            let rows = PROMPT_CHUNK.min(seq_len - first);
+            hidden = Some(self.run(&embeds.narrow(1, first, rows)?, cache, None)?);
+        }
+        let hidden =
+            hidden.ok_or_else(|| Error::Input("nothing to feed the language model".into()))?;
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
         let normed = self.final_layernorm.forward(&last)?;
         Ok(self.lm_head.forward(&normed)?.flatten_all()?)
     }
@@ -401,6 +414,17 @@ impl Phi2 {
             logits: self.lm_head.forward(&normed)?,
             hidden_states,
         })
+    }
+
+    fn check_room(&self, cached: usize, new: usize) -> Result<()> {
+        let limit = self.config.max_position_embeddings;
+        if cached + new > limit {
+            return Err(Error::ContextOverflow {
+                needed: cached + new,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     fn run(
@@ -423,12 +447,7 @@ impl Phi2 {
         if seq_len == 0 {
             return Err(Error::Input("nothing to feed the language model".into()));
         }
-        if offset + seq_len > self.config.max_position_embeddings {
-            return Err(Error::ContextOverflow {
-                needed: offset + seq_len,
-                limit: self.config.max_position_embeddings,
-            });
-        }
+        self.check_room(offset, seq_len)?;
         let mask = causal_mask(seq_len, offset, &self.device())?;
         let mut xs = embeds.to_dtype(DType::F32)?;
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {

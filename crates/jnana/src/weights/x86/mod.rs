@@ -10,6 +10,7 @@
 mod q4k;
 mod q8_0;
 
+use crate::parallel::{fill_parts, SendPtr};
 use candle_core::quantized::{GgmlDType, QTensor};
 
 /// Weight rows in one tile: one AVX-512 register of 32-bit lanes.
@@ -67,39 +68,54 @@ struct ActBlock {
 }
 
 fn quantize_activations(x: &[f32], group: usize) -> Vec<ActBlock> {
-    x.chunks_exact(QK)
-        .map(|v| {
-            let mut block = ActBlock {
-                qs: [0; QK],
-                sums: [0; 8],
-                sum_pairs: [0; 4],
-                d: [0.0; 8],
-            };
-            for (g, values) in v.chunks_exact(group).enumerate() {
-                let amax = values.iter().fold(0f32, |a, &b| a.max(b.abs()));
-                let per = group / 32;
-                block.d[g * per..(g + 1) * per].fill(amax / 127.0);
-                if amax > 0.0 {
-                    let inv = 127.0 / amax;
-                    let qs = &mut block.qs[g * group..(g + 1) * group];
-                    for (q, &f) in qs.iter_mut().zip(values) {
-                        *q = (f * inv).round().clamp(-127.0, 127.0) as i8;
-                    }
+    let mut blocks: Vec<ActBlock> = (0..x.len() / QK).map(|_| ActBlock::default()).collect();
+    // A prompt's rows are many blocks: spread over the pool like the matmul itself.
+    fill_parts(&mut blocks, |range, part| {
+        for (block, values) in part.iter_mut().zip(x[range.start * QK..].chunks_exact(QK)) {
+            // SAFETY: only packed weights quantize activations, and weights are packed only
+            // where `supported()` holds.
+            unsafe { block.quantize(values, group) };
+        }
+    });
+    blocks
+}
+
+impl ActBlock {
+    /// With the kernels' features on, so that rounding and the sums are vector instructions
+    /// rather than a libm call per value.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn quantize(&mut self, v: &[f32], group: usize) {
+        for (g, values) in v.chunks_exact(group).enumerate() {
+            let amax = values.iter().fold(0f32, |a, &b| a.max(b.abs()));
+            let per = group / 32;
+            self.d[g * per..(g + 1) * per].fill(amax / 127.0);
+            if amax > 0.0 {
+                let inv = 127.0 / amax;
+                let qs = &mut self.qs[g * group..(g + 1) * group];
+                for (q, &f) in qs.iter_mut().zip(values) {
+                    *q = (f * inv).round().clamp(-127.0, 127.0) as i8;
                 }
             }
-            for (j, s) in block.sums.iter_mut().enumerate() {
-                *s = block.qs[32 * j..32 * j + 32]
-                    .iter()
-                    .map(|&q| q as i32)
-                    .sum();
-            }
-            for (p, pair) in block.sum_pairs.iter_mut().enumerate() {
-                let half = |s: i32| s as i16 as u16 as u32;
-                *pair = (half(block.sums[2 * p]) | half(block.sums[2 * p + 1]) << 16) as i32;
-            }
-            block
-        })
-        .collect()
+        }
+        for (j, s) in self.sums.iter_mut().enumerate() {
+            *s = self.qs[32 * j..32 * j + 32].iter().map(|&q| q as i32).sum();
+        }
+        for (p, pair) in self.sum_pairs.iter_mut().enumerate() {
+            let half = |s: i32| s as i16 as u16 as u32;
+            *pair = (half(self.sums[2 * p]) | half(self.sums[2 * p + 1]) << 16) as i32;
+        }
+    }
+}
+
+impl Default for ActBlock {
+    fn default() -> Self {
+        Self {
+            qs: [0; QK],
+            sums: [0; 8],
+            sum_pairs: [0; 4],
+            d: [0.0; 8],
+        }
+    }
 }
 
 /// A `[n, k]` weight in one format's tiles: `tiles[group * k / 256 + block]`.
@@ -130,11 +146,7 @@ where
             tiles.as_mut_ptr().write_bytes(0, count);
             tiles.set_len(count);
         }
-        let base = SendPtr(tiles.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(count, |range| {
-            // SAFETY: the pool hands out disjoint ranges of `tiles`.
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(base.get().add(range.start), range.len()) };
+        fill_parts(&mut tiles, |range, out| {
             for (i, tile) in range.zip(out) {
                 let (group, block) = (i / blocks_per_row, i % blocks_per_row);
                 for r in 0..ROWS {
@@ -238,22 +250,6 @@ impl PackedWeight {
     /// `x W^T` for `x` of `m` rows of `k` values (row-major): `m × n` values.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.0.matmul(x, m)
-    }
-}
-
-struct SendPtr<T>(*mut T);
-impl<T> Clone for SendPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for SendPtr<T> {}
-// SAFETY: used only to hand disjoint parts of one buffer to the pool's threads.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
     }
 }
 
