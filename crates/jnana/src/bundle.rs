@@ -622,7 +622,9 @@ fn load_with(
         };
         report("projector");
         let source = projector_source(manifest, provider)?;
-        let vb = Weights::new(source, device).with_quantized_matmul(options.quantized_matmul);
+        let vb = Weights::new(source, device)
+            .with_quantized_matmul(options.quantized_matmul)
+            .with_f16_kept();
         let projector = Projector::new(&vb, manifest.settings.projector_layer_norm_eps)?;
         let preprocess = manifest
             .preprocessor
@@ -767,7 +769,9 @@ fn clip_weights(
     device: &Device,
     quantized_matmul: QuantizedMatmul,
 ) -> Weights {
-    let vb = Weights::new(source, device).with_quantized_matmul(quantized_matmul);
+    let vb = Weights::new(source, device)
+        .with_quantized_matmul(quantized_matmul)
+        .with_f16_kept();
     let prefix = ["vision_model", "vision_tower.vision_model"]
         .into_iter()
         .find(|p| vb.pp(p).contains("embeddings.class_embedding"));

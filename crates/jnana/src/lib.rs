@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod generation;
 pub mod lora;
+mod matmul;
 pub mod models;
 mod parallel;
 pub mod pipeline;

@@ -1,6 +1,7 @@
 //! Attention and feed-forward pieces shared by the models.
 
 use crate::error::Result;
+use crate::matmul::{product_into, Strided};
 use crate::models::activation::Activation;
 use crate::weights::{Linear, Weights};
 use candle_core::{DType, Device, Module, Storage, Tensor};
@@ -131,26 +132,13 @@ fn prompt_positions(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Op
             // row `first`, keys and values `seen ≤ positions` rows of `head_dim`, scores
             // `rows × seen`, and the output block `rows × head_dim` from row `first`.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    seen,
-                    head_dim,
+                product_into(
+                    (rows, seen, head_dim),
                     scores.as_mut_ptr(),
-                    1,
-                    seen as isize,
-                    false,
-                    q[first * head_dim..].as_ptr(),
-                    1,
-                    head_dim as isize,
-                    keys.as_ptr(),
-                    head_dim as isize,
-                    1,
-                    0.0,
+                    seen,
+                    Strided::rows(q[first * head_dim..].as_ptr(), head_dim),
+                    Strided::transposed(keys.as_ptr(), head_dim),
                     scale as f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
             for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
@@ -164,27 +152,15 @@ fn prompt_positions(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Op
                 visible.iter_mut().for_each(|s| *s /= total);
                 hidden.fill(0.0);
             }
+            // SAFETY: as above; the scores are read back, `rows × seen`.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    head_dim,
-                    seen,
+                product_into(
+                    (rows, head_dim, seen),
                     mixed[first * head_dim..].as_mut_ptr(),
-                    1,
-                    head_dim as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    seen as isize,
-                    values.as_ptr(),
-                    1,
-                    head_dim as isize,
-                    0.0,
+                    head_dim,
+                    Strided::rows(scores.as_ptr(), seen),
+                    Strided::rows(values.as_ptr(), head_dim),
                     1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
         }

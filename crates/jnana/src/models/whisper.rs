@@ -308,10 +308,19 @@ pub struct Whisper {
 }
 
 impl Whisper {
+    /// The encoder's layers and the decoder's. The encoder runs once per recording, so its
+    /// f16 weights stay f16 between runs; the decoder runs once per token and keeps f32.
+    fn layer_weights(vb: &Weights) -> (Weights, Weights) {
+        (
+            vb.pp("model.encoder.layers").with_f16_kept(),
+            vb.pp("model.decoder.layers"),
+        )
+    }
+
     /// `vb` points at the checkpoint root (names `model.encoder.*`, `model.decoder.*`).
     pub fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
         let mut whisper = Self::without_layers(cfg, vb)?;
-        let (enc, dec) = (vb.pp("model.encoder.layers"), vb.pp("model.decoder.layers"));
+        let (enc, dec) = Self::layer_weights(vb);
         whisper.encoder_layers = (0..cfg.encoder_layers)
             .map(|i| EncoderLayer::new(cfg, &enc.pp(i)))
             .collect::<Result<_>>()?;
@@ -329,7 +338,7 @@ impl Whisper {
         take: &mut TakeWhisperLayer<'_>,
     ) -> Result<Self> {
         let whisper = Self::without_layers(cfg, vb)?;
-        let (enc, dec) = (vb.pp("model.encoder.layers"), vb.pp("model.decoder.layers"));
+        let (enc, dec) = Self::layer_weights(vb);
         for i in 0..cfg.encoder_layers {
             take(
                 cfg,

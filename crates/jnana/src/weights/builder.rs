@@ -26,6 +26,7 @@ pub struct Weights {
     prefix: String,
     device: Device,
     quantized_matmul: QuantizedMatmul,
+    keep_f16: bool,
 }
 
 impl Weights {
@@ -35,7 +36,16 @@ impl Weights {
             prefix: String::new(),
             device: device.clone(),
             quantized_matmul: QuantizedMatmul::default(),
+            keep_f16: false,
         }
+    }
+
+    /// Matrices stored in f16 stay f16 in memory on the CPU and are widened to f32 a block at a
+    /// time as they multiply: for models that run once per input (a picture, a recording), where
+    /// that costs little next to the memory it saves. Elsewhere they are f32 from load on.
+    pub fn with_f16_kept(mut self) -> Self {
+        self.keep_f16 = true;
+        self
     }
 
     pub fn with_quantized_matmul(mut self, mode: QuantizedMatmul) -> Self {
@@ -110,10 +120,17 @@ impl Weights {
     pub fn matrix(&self, rows: usize, cols: usize, name: &str) -> Result<QMatMul> {
         self.check_shape(name, &[rows, cols])?;
         let path = self.path(name);
-        match self.source.read_quantized(&path, &self.device)? {
-            Some(q) => quantized_matmul(q, self.quantized_matmul),
-            None => Ok(QMatMul::Tensor(self.source.read_f32(&path, &self.device)?)),
+        if let Some(q) = self.source.read_quantized(&path, &self.device)? {
+            return quantized_matmul(q, self.quantized_matmul);
         }
+        let weight = self.source.read_f32(&path, &self.device)?;
+        let stored_f16 = self.stored_type(name) == Some(StoredType::F16);
+        Ok(if self.keep_f16 && stored_f16 && self.device.is_cpu() {
+            // Back to the stored values exactly (f16 → f32 → f16 is lossless).
+            QMatMul::TensorF16(weight.to_dtype(DType::F16)?)
+        } else {
+            QMatMul::Tensor(weight)
+        })
     }
 
     /// `nn.Linear(in_features, out_features)` at `name` (`name.weight`, `name.bias`).
@@ -379,9 +396,11 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = match self.cpu_kernel.forward(x)? {
-            Some(y) => y,
-            None => self.weight.forward(x)?,
+        let mut y = match (self.cpu_kernel.forward(x)?, &self.weight) {
+            (Some(y), _) => y,
+            // Not candle's f16 matmul, which rounds the activations to f16 too.
+            (None, QMatMul::TensorF16(w)) => super::f16_matmul::matmul(x, w)?,
+            (None, weight) => weight.forward(x)?,
         };
         if let Some(lora) = &self.adapter {
             let low = x.broadcast_matmul(&lora.a.t()?)?;

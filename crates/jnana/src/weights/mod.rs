@@ -5,6 +5,7 @@
 
 mod builder;
 mod ct2;
+mod f16_matmul;
 mod gguf;
 mod pth;
 mod rename;
