@@ -121,6 +121,9 @@ fn prompt_positions(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Op
     let out = std::sync::Mutex::new(vec![0f32; seq * heads * head_dim]);
     each_head(k, v, strides, |h, keys, values| {
         let q = &q[h * seq * head_dim..(h + 1) * seq * head_dim];
+        // Sliced here so the bounds the products below rely on are checked.
+        let keys = &keys[..positions * head_dim];
+        let values = &values[..positions * head_dim];
         let mut scores = vec![0f32; PROMPT_BLOCK * positions];
         let mut mixed = vec![0f32; seq * head_dim];
         for first in (0..seq).step_by(PROMPT_BLOCK) {
