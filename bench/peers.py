@@ -264,14 +264,15 @@ def timed(cmd):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
         p = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err)
+        # wait4 rather than Popen.wait: it also gives this child's own rusage.
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.monotonic() - started
-        p.returncode = os.waitstatus_to_exitcode(status)
+        code = p.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if p.returncode:
-        sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{stderr[-3000:]}")
+    if code:
+        sys.exit(f"{cmd[0]} failed ({code}):\n{stderr[-3000:]}")
     return stdout, stderr, wall, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -331,16 +332,12 @@ class Speech:
         return json.loads(out)["whisper"][0]["real_time_factor"]
 
     def whisper_cpp(self, model, ggml):
-        log("$", self.main, "-m", ggml, "-f", self.audio)
         # Greedy, as ours: one beam, one candidate.
-        p = subprocess.run([str(self.main), "-m", str(ggml), "-f", str(self.audio),
-                            "-t", str(self.threads), "-nt", "-bs", "1", "-bo", "1"],
-                           capture_output=True, text=True)
-        if p.returncode:
-            sys.exit(f"whisper.cpp failed:\n{p.stderr[-3000:]}")
+        out, err, _, _ = timed([self.main, "-m", ggml, "-f", self.audio, "-t", self.threads,
+                                "-nt", "-bs", "1", "-bo", "1"])
         ms = {m.group(1): float(m.group(2)) for m in re.finditer(
-            r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms", p.stderr)}
-        self.heard = p.stdout.strip()
+            r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms", err)}
+        self.heard = out.strip()
         return self.seconds / ((ms["total"] - ms["load"]) / 1000)
 
 

@@ -9,6 +9,7 @@ pub mod audio;
 pub mod bundle;
 pub mod conformance;
 pub mod convert;
+mod cpu_tensor;
 pub mod engine;
 pub mod error;
 pub mod generation;

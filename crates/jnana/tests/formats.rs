@@ -796,4 +796,13 @@ fn a_prompt_longer_than_a_chunk_answers_as_one_pass() {
         );
         assert_eq!(argmax(got), argmax(want), "{what}");
     }
+
+    // An empty prompt is refused by name, and the cache keeps what it held.
+    let held = chunked.len();
+    let e = phi
+        .forward(&embeds.narrow(1, 0, 0).unwrap(), &mut chunked)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nothing to feed"), "{e}");
+    assert_eq!(chunked.len(), held);
 }

@@ -1,6 +1,6 @@
 //! The activation functions the checkpoints name in their configs.
 
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,23 +48,19 @@ impl candle_core::Module for Activation {
 /// over a prompt's MLP activations (10240 per token per layer in Phi-2) that was a sixth of
 /// the prefill.
 fn gelu_tanh_cpu(xs: &Tensor) -> Result<Option<Tensor>> {
-    if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (storage, layout) = xs.storage_and_layout();
-    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Ok(None);
-    };
-    let x = &cpu.as_slice::<f32>()?[start..end];
-    let mut y = vec![0f32; x.len()];
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    crate::parallel::fill_parts(&mut y, |range, y| {
-        for (y, &x) in y.iter_mut().zip(&x[range]) {
-            let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-            *y = x / (1.0 + (-2.0 * u).exp());
-        }
-    });
-    Ok(Some(Tensor::from_vec(y, xs.shape(), xs.device())?))
+    let ys = crate::cpu_tensor::with_values(xs, |x: &[f32]| {
+        let mut y = vec![0f32; x.len()];
+        crate::parallel::fill_parts(&mut y, |range, y| {
+            for (y, &x) in y.iter_mut().zip(&x[range]) {
+                let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+                *y = x / (1.0 + (-2.0 * u).exp());
+            }
+        });
+        y
+    })?;
+    ys.map(|y| Tensor::from_vec(y, xs.shape(), xs.device()))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -124,8 +124,10 @@ impl Weights {
             return quantized_matmul(q, self.quantized_matmul);
         }
         let weight = self.source.read_f32(&path, &self.device)?;
-        let stored_f16 = self.stored_type(name) == Some(StoredType::F16);
-        Ok(if self.keep_f16 && stored_f16 && self.device.is_cpu() {
+        let keep_f16 = self.keep_f16
+            && self.device.is_cpu()
+            && self.stored_type(name) == Some(StoredType::F16);
+        Ok(if keep_f16 {
             // Back to the stored values exactly (f16 → f32 → f16 is lossless).
             QMatMul::TensorF16(weight.to_dtype(DType::F16)?)
         } else {

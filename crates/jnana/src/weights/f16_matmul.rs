@@ -3,9 +3,10 @@
 //! their weights at every call costs little, while widening them once at load doubled their
 //! share of the page's memory (350 MB of f16 in the `phi2` bundle became 700 MB of f32).
 
+use crate::cpu_tensor::with_values;
 use crate::matmul::{product_into, Strided};
 use crate::parallel::SendPtr;
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{DType, Result, Tensor};
 use half::{f16, slice::HalfFloatSliceExt};
 
 /// Weight rows widened at a time: the f32 block (rows × in) stays in a core's cache.
@@ -22,43 +23,42 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 fn on_cpu(x: &Tensor, w: &Tensor, n: usize, k: usize) -> Result<Option<Tensor>> {
-    let fits = x.device().is_cpu() && x.dtype() == DType::F32 && x.dims().last() == Some(&k);
-    if !fits || !w.device().is_cpu() || w.dtype() != DType::F16 {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.dims().last() != Some(&k) {
         return Ok(None);
     }
-    let (storage, layout) = w.storage_and_layout();
-    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Ok(None);
-    };
-    let weight = &cpu.as_slice::<f16>()?[start..end];
     let m = x.elem_count() / k;
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("x has the weight's width") = n;
     let x = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut y = vec![0f32; m * n];
-    let out = SendPtr(y.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS), |blocks| {
-        let mut wide = vec![0f32; ROWS * k];
-        for block in blocks {
-            let first = block * ROWS;
-            let rows = ROWS.min(n - first);
-            let wide = &mut wide[..rows * k];
-            weight[first * k..(first + rows) * k].convert_to_f32_slice(wide);
-            // SAFETY: x is m × k, `wide` rows × k (read transposed), and the destination is
-            // columns first..first + rows of the m × n output, which only this block writes.
-            unsafe {
-                product_into(
-                    (m, rows, k),
-                    out.get().add(first),
-                    n,
-                    Strided::rows(x.as_ptr(), k),
-                    Strided::transposed(wide.as_ptr(), k),
-                    1.0,
-                );
+    let y = with_values(w, |weight: &[f16]| {
+        let mut y = vec![0f32; m * n];
+        let out = SendPtr(y.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS), |blocks| {
+            let mut wide = vec![0f32; ROWS * k];
+            for block in blocks {
+                let first = block * ROWS;
+                let rows = ROWS.min(n - first);
+                let wide = &mut wide[..rows * k];
+                weight[first * k..(first + rows) * k].convert_to_f32_slice(wide);
+                // SAFETY: x is m × k, `wide` rows × k (read transposed), and the destination
+                // is columns first..first + rows of the m × n output, which only this block
+                // writes.
+                unsafe {
+                    product_into(
+                        (m, rows, k),
+                        out.get().add(first),
+                        n,
+                        Strided::rows(x.as_ptr(), k),
+                        Strided::transposed(wide.as_ptr(), k),
+                        1.0,
+                    );
+                }
             }
-        }
-    });
-    Ok(Some(Tensor::from_vec(y, dims, &candle_core::Device::Cpu)?))
+        });
+        y
+    })?;
+    y.map(|y| Tensor::from_vec(y, dims, &candle_core::Device::Cpu))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -392,13 +392,13 @@ impl Phi2 {
         self.check_room(cache.len(), seq_len)?;
         // A long prompt goes in chunks, as llama.cpp's micro-batches: every layer's activations
         // (the MLP's are 4 × hidden wide) stay a chunk long instead of the prompt's length.
-        let mut hidden = None;
-        for first in (0..seq_len).step_by(PROMPT_CHUNK) {
+        // (An empty prompt reaches `run` as the first chunk, which says so.)
+        let first_chunk = embeds.narrow(1, 0, PROMPT_CHUNK.min(seq_len))?;
+        let mut hidden = self.run(&first_chunk, cache, None)?;
+        for first in (PROMPT_CHUNK..seq_len).step_by(PROMPT_CHUNK) {
             let rows = PROMPT_CHUNK.min(seq_len - first);
-            hidden = Some(self.run(&embeds.narrow(1, first, rows)?, cache, None)?);
+            hidden = self.run(&embeds.narrow(1, first, rows)?, cache, None)?;
         }
-        let hidden =
-            hidden.ok_or_else(|| Error::Input("nothing to feed the language model".into()))?;
         let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
         let normed = self.final_layernorm.forward(&last)?;
         Ok(self.lm_head.forward(&normed)?.flatten_all()?)
