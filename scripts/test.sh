@@ -17,7 +17,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy -p jnana --target wasm32-unknown-unknown --all-targets --release -- -D warnings
+cargo clippy -p jnana --target wasm32-unknown-unknown --all-targets --release --features relaxed-simd -- -D warnings
 cargo clippy -p jnana-app --target wasm32-unknown-unknown --release -- -D warnings
+cargo clippy -p jnana-app --target wasm32-unknown-unknown --release --features relaxed-simd -- -D warnings
 cargo clippy -p jnana-gpu --target wasm32-unknown-unknown --release -- -D warnings
 
 step "native tests"
@@ -29,6 +31,11 @@ CHROMEDRIVER=$(command -v chromedriver) \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 WASM_BINDGEN_TEST_TIMEOUT=300 \
   cargo test -p jnana --target wasm32-unknown-unknown --release --test wasm
+# The same in the build for browsers with relaxed SIMD (its own Q4_K kernel).
+CHROMEDRIVER=$(command -v chromedriver) \
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+WASM_BINDGEN_TEST_TIMEOUT=300 \
+  cargo test -p jnana --target wasm32-unknown-unknown --release --features relaxed-simd --test wasm
 
 step "the app end to end (trunk build, headless Chromium)"
 bash scripts/build-app.sh
@@ -40,8 +47,12 @@ jnana="$CARGO_TARGET_DIR/release/jnana"
 "$jnana" synth --preset tiny --quant q4_0 --out "$e2e/synth" >/dev/null
 "$jnana" convert ct2-whisper .cache/test-assets/whisper-tiny.en --out "$e2e/whisper-tiny.en" --dtype f16 >/dev/null
 node tests/e2e/make-bundle.mjs "$e2e/synth" "$e2e/whisper-tiny.en" "$e2e/bundles/tiny"
+# The same with Q8_0 blocks, which our SIMD128 kernel tiles: the two CPU workers split them.
+"$jnana" synth --preset tiny --quant q8_0 --out "$e2e/synth-q8_0" >/dev/null
+node tests/e2e/make-bundle.mjs "$e2e/synth-q8_0" "$e2e/whisper-tiny.en" "$e2e/bundles/tiny-q8_0"
 espeak-ng -w "$e2e/question.wav" "What is the colour of the bus in this picture?"
-JNANA_CLI="$jnana" JNANA_DIST=dist JNANA_BUNDLE="$e2e/bundles/tiny" JNANA_ARTIFACTS=target/e2e-artifacts \
+JNANA_CLI="$jnana" JNANA_DIST=dist JNANA_BUNDLE="$e2e/bundles/tiny" JNANA_BUNDLE_Q8="$e2e/bundles/tiny-q8_0" \
+JNANA_ARTIFACTS=target/e2e-artifacts \
 JNANA_IMAGE=tests/fixtures/clip_vision/image.png JNANA_WAV="$e2e/question.wav" \
   node --test --test-concurrency=1 tests/e2e/app.test.mjs
 

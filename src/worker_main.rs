@@ -2,8 +2,7 @@
 
 #[cfg(target_arch = "wasm32")]
 fn main() {
-    console_error_panic_hook::set_once();
-    jnana_app::worker::start();
+    jnana_app::worker::main();
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -119,7 +119,7 @@ impl AppState {
     /// Starts the model worker; it reports what storage holds once it runs.
     pub fn start_worker(self) {
         match crate::bridge::ModelWorker::spawn(
-            "./jnana-worker_loader.js",
+            crate::bridge::worker_script(),
             move |m, _| self.on_message(m),
             move |e| self.error.set(Some(e)),
         ) {

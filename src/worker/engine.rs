@@ -23,7 +23,14 @@ pub struct Engine {
     pub manifest_url: Option<String>,
 }
 
+#[cfg(not(feature = "relaxed-simd"))]
 const CPU: &str = "CPU (WebAssembly SIMD)";
+#[cfg(not(feature = "relaxed-simd"))]
+const CPU_PAIR: &str = "CPU (WebAssembly SIMD, 2 workers)";
+#[cfg(feature = "relaxed-simd")]
+const CPU: &str = "CPU (WebAssembly relaxed SIMD)";
+#[cfg(feature = "relaxed-simd")]
+const CPU_PAIR: &str = "CPU (WebAssembly relaxed SIMD, 2 workers)";
 
 /// Files opened from storage before the (synchronous) loaders run.
 struct StoredFiles {
@@ -74,12 +81,27 @@ pub async fn load(manifest_url: &str, compute: Compute) -> Result<(Jnana, Conver
             what: p.what,
         })
     };
-    let on_cpu = |model: Jnana, note: String| {
+    let on_cpu = |(model, workers): (Jnana, Result<(), String>), note: String| {
         let conversation = model.new_conversation();
-        (model, conversation, CPU.to_string(), note)
+        match workers {
+            Ok(()) => {
+                let shared = super::partner::shared_weights();
+                let note = format!(
+                    "{note} {shared} of Phi-2's weights are split between two CPU workers."
+                );
+                (model, conversation, CPU_PAIR.to_string(), note)
+            }
+            Err(why) => (
+                model,
+                conversation,
+                CPU.to_string(),
+                format!("{note} {why}"),
+            ),
+        }
     };
     let (model, conversation, backend, note) = match start_gpu(compute).await {
         Ok((gpu, summary)) => {
+            super::partner::stop();
             let mut provider = open_files(&dir, &manifest).await?;
             let options = LoadOptions::default();
             let loaded = GpuModels::load(
@@ -147,14 +169,18 @@ async fn open_files(
     Ok(StoredFiles { files })
 }
 
+/// The models on the CPU, Phi-2's packed weights shared with a second worker where the page
+/// allows one (else why not).
 async fn load_on_cpu(
     dir: &web_sys::FileSystemDirectoryHandle,
     manifest: &Manifest,
     progress: &mut dyn FnMut(LoadProgress),
-) -> Result<Jnana, String> {
+) -> Result<(Jnana, Result<(), String>), String> {
+    let workers = super::partner::ensure().await;
     let mut provider = open_files(dir, manifest).await?;
-    bundle::load(manifest, &mut provider, &LoadOptions::default(), progress)
-        .map_err(|e| e.to_string())
+    let model = bundle::load(manifest, &mut provider, &LoadOptions::default(), progress)
+        .map_err(|e| e.to_string())?;
+    Ok((model, workers))
 }
 
 /// WebGPU's device when the models should run there; otherwise why the CPU computes.

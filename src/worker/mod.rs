@@ -4,6 +4,7 @@
 
 mod download;
 mod engine;
+mod partner;
 mod storage;
 mod store;
 
@@ -50,7 +51,17 @@ fn error(during: &str, message: impl Into<String>) {
     });
 }
 
+/// The worker binaries' `main` (both builds: SIMD128 and relaxed SIMD).
+pub fn main() {
+    console_error_panic_hook::set_once();
+    start();
+}
+
 pub fn start() {
+    if scope().name() == partner::NAME {
+        partner::serve_when_given();
+        return;
+    }
     let on_message =
         Closure::<dyn FnMut(web_sys::MessageEvent)>::new(|event: web_sys::MessageEvent| {
             match Envelope::from_js(&event.data()).and_then(|env| {

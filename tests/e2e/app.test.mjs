@@ -2,8 +2,8 @@
 // a tiny synthetic bundle made by the native CLI, and the native CLI's answers as the reference.
 //
 // Needs: JNANA_CLI (the native `jnana` binary), JNANA_DIST (trunk's output), JNANA_BUNDLE (a folder
-// made by `jnana synth --preset tiny`), JNANA_ARTIFACTS (screenshots go there), and an image and a
-// WAV (JNANA_IMAGE, JNANA_WAV).
+// made by `jnana synth --preset tiny`), JNANA_BUNDLE_Q8 (the same with Q8_0 weights, beside it),
+// JNANA_ARTIFACTS (screenshots go there), and an image and a WAV (JNANA_IMAGE, JNANA_WAV).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -21,6 +21,7 @@ const env = (name) => {
 const CLI = env('JNANA_CLI');
 const DIST = env('JNANA_DIST');
 const BUNDLE = env('JNANA_BUNDLE');
+const BUNDLE_Q8 = env('JNANA_BUNDLE_Q8');
 const ARTIFACTS = env('JNANA_ARTIFACTS');
 const IMAGE = env('JNANA_IMAGE');
 const WAV = env('JNANA_WAV');
@@ -312,6 +313,53 @@ async function checkWithoutAdapter(page, api) {
   assert.deepEqual((await lastAnswer(page)).ids, cli(['--text', question]).ids, 'no adapter: the CPU answers as the CLI does');
   assert.equal(await byTestId(page, 'error').count(), 0, 'no error');
 }
+
+test('the CPU path splits the packed weights with a second worker on a cross-origin isolated page, and answers exactly as one worker', async () => {
+  assert.equal(path.dirname(BUNDLE_Q8), path.dirname(BUNDLE), 'both bundles are served from one folder');
+  const name = path.basename(BUNDLE_Q8);
+  const url = `${server.origin}/app/?compute=cpu&manifest=${encodeURIComponent(`${server.origin}/bundles/${name}/manifest.json`)}`;
+  const dir = newProfile();
+  const answer = async (page) => {
+    await setMaxTokens(page, MAX_TOKENS);
+    await byTestId(page, 'question').fill('What is shown in this picture?');
+    await byTestId(page, 'question').press('Enter');
+    return lastAnswer(page);
+  };
+  const badge = (page) => byTestId(page, 'backend');
+  let two;
+  let one;
+  {
+    const { context, page } = await launch(dir);
+    try {
+      await page.goto(url);
+      await byTestId(page, 'download').click();
+      await waitReady(page);
+      assert.match(await badge(page).innerText(), /2 workers/);
+      // Q8_0's fc2 of every layer is tiled (64 rows of 256 values): its second half is the partner's.
+      assert.match(await badge(page).getAttribute('title'), /[1-9]\d* of Phi-2's weights are split between two CPU workers/);
+      two = await answer(page);
+    } finally {
+      await context.close();
+    }
+  }
+  server.state.isolated = false;
+  try {
+    const { context, page } = await launch(dir);
+    try {
+      await page.goto(url);
+      await waitReady(page);
+      assert.doesNotMatch(await badge(page).innerText(), /2 workers/);
+      assert.match(await badge(page).getAttribute('title'), /not cross-origin isolated/);
+      one = await answer(page);
+    } finally {
+      await context.close();
+    }
+  } finally {
+    server.state.isolated = true;
+  }
+  assert.ok(two.ids.length > 0);
+  assert.deepEqual(two.ids, one.ids, 'two workers answer with one worker\'s ids');
+});
 
 test('a download interrupted by closing the page resumes where it stopped after a reload', async () => {
   const { context, page } = await launch(newProfile());

@@ -4,7 +4,10 @@
 // text), decode tokens/s, the engine the page reports and the page's peak memory.
 //
 //   node tests/e2e/bench.mjs --dist dist --bundle bundles/phi2-shapes [--tokens 32] [--image PNG]
-//                            [--compute cpu|webgpu]
+//                            [--compute cpu|webgpu] [--one-worker]
+//
+// The page is served cross-origin isolated, so the CPU path splits Phi-2 between two workers;
+// --one-worker serves it without the isolation headers (one worker, as on a plain static host).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +23,7 @@ const { values: args } = parseArgs({
     image: { type: 'string', default: 'tests/fixtures/clip_vision/image.png' },
     json: { type: 'boolean', default: false },
     compute: { type: 'string', default: 'cpu' },
+    'one-worker': { type: 'boolean', default: false },
   },
 });
 if (!['cpu', 'webgpu'].includes(args.compute)) throw new Error('--compute is cpu or webgpu');
@@ -27,6 +31,7 @@ if (!args.bundle) throw new Error('--bundle DIR is required');
 const bundle = path.resolve(args.bundle);
 const bytes = JSON.parse(fs.readFileSync(path.join(bundle, 'manifest.json'), 'utf8')).files.reduce((n, f) => n + (f.size ?? 0), 0);
 const server = await serve({ '/app/': path.resolve(args.dist), '/bundles/': path.dirname(bundle) });
+server.state.isolated = !args['one-worker'];
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'jnana-bench-'));
 const HOUR = 3_600_000;
 const stats = (s) => {

@@ -1,6 +1,7 @@
 // A static server for the browser tests and the browser benchmark: the built app under /app/
 // (a sub-path, as on GitHub Pages) and model bundles under /bundles/<name>/, with HTTP Range,
-// a count of every request, and faults on demand (a connection cut mid-file, a corrupted file).
+// a count of every request, faults on demand (a connection cut mid-file, a corrupted file) and
+// the cross-origin isolation headers (off on demand).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,6 +20,8 @@ export function serve(roots, port = 0) {
     corrupt: new Set(),     // file names served with a flipped byte
     stallAfter: new Map(),  // file name -> bytes to send before the response hangs (once)
     stalled: [],
+    // Cross-origin isolation (COOP + COEP), which lets the app's CPU path use a second worker.
+    isolated: true,
   };
   const server = http.createServer((req, res) => {
     if (req.method === 'OPTIONS') return res.writeHead(204).end();
@@ -46,6 +49,10 @@ export function serve(roots, port = 0) {
     }
     const type = TYPES[path.extname(file)] ?? 'application/octet-stream';
     const headers = { 'Content-Type': type, 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-cache' };
+    if (state.isolated) {
+      headers['Cross-Origin-Opener-Policy'] = 'same-origin';
+      headers['Cross-Origin-Embedder-Policy'] = 'require-corp';
+    }
     let start = 0;
     let end = body.length - 1;
     let status = 200;

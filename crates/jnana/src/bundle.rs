@@ -585,13 +585,13 @@ fn load_with(
     let merge = manifest.settings.merge_lora;
     let phi = match layers.as_deref_mut() {
         None => {
-            let mut phi = Phi2::new(&config, &vb)?;
+            // Packed as read (part of loading, not of the first answer; one layer at a time
+            // in the file's form).
+            let lora = adapter.as_ref().map(|(a, _)| (&a.updates, merge));
+            let (phi, applied) = Phi2::new_packed(&config, &vb, lora)?;
             if let Some((adapter, file)) = &adapter {
-                let merge = merge.unwrap_or(!phi.is_quantized());
-                apply_adapter(&mut phi, adapter, merge, file)?;
+                check_adapter_applied(&phi, adapter, applied, file)?;
             }
-            // Part of loading, not of the first answer.
-            phi.prepare_cpu_kernels();
             phi
         }
         Some(take) => {

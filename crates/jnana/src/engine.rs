@@ -57,7 +57,7 @@ pub struct CandleEngine {
 }
 
 impl CandleEngine {
-    pub fn new(phi: Phi2) -> Self {
+    pub fn new(mut phi: Phi2) -> Self {
         phi.prepare_cpu_kernels();
         Self {
             cache: phi.new_cache(),

@@ -696,7 +696,7 @@ fn phi2_on_our_kernel_matches_the_dequantized_weights(quant: GgmlDType) {
         };
         bundle::load(&manifest, &mut provider, &options, &mut |_| {}).unwrap()
     };
-    let (ours, reference) = (
+    let (mut ours, reference) = (
         with(QuantizedMatmul::IntegerDot),
         with(QuantizedMatmul::Dequantize),
     );

@@ -4,9 +4,12 @@
 
 #![cfg(target_arch = "wasm32")]
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use jnana::bundle::{self, LoadOptions, MemoryProvider};
-use jnana::conformance::{abs_diff, greedy, ids_of, INTEGER_DOT_ATOL};
+use jnana::conformance::{
+    abs_diff, cpu_kernel_matches_dequantized, greedy, ids_of, INTEGER_DOT_ATOL,
+};
 use jnana::models::phi2::{self, layout, Phi2};
 use jnana::preprocess::{self, PreprocessConfig};
 use jnana::tokenizer::Tokenizer;
@@ -154,6 +157,15 @@ fn quantized_phi_matches_transformers() {
             atol,
             "greedy_ids.q8_0",
         );
+    }
+}
+
+/// Our SIMD128 kernels take Q4_K and Q8_0 weights in the browser, compute what candle's
+/// dequantized weights do (within the 8-bit activations' rounding) and give the blocks back.
+#[wasm_bindgen_test]
+fn our_simd128_kernels_match_the_dequantized_matmul() {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q8_0] {
+        assert_eq!(cpu_kernel_matches_dequantized(dtype), Ok(true), "{dtype:?}");
     }
 }
 

@@ -37,7 +37,8 @@ impl GpuLinear {
     pub fn upload_rows(gpu: &Gpu, l: &jnana::weights::Linear, rows: Range<usize>) -> Result<Self> {
         let k = l.in_features();
         let n = rows.len();
-        let quantized = match l.weight() {
+        let weight = l.weight()?;
+        let quantized = match &weight {
             QMatMul::QTensor(q) => blocks(q.dtype()).map(|b| (q, b)),
             _ => None,
         };

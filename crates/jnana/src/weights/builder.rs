@@ -251,59 +251,42 @@ impl LowRank {
 /// `nn.Linear` whose weight may be float or block-quantized, with an optional low-rank adapter.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Stored,
     bias: Option<Tensor>,
     adapter: Option<LowRank>,
     in_features: usize,
     out_features: usize,
-    cpu_kernel: CpuKernel,
 }
 
-/// Our own CPU kernel's copy of a Q4_K or Q8_0 weight (x86-64 with AVX-512 VNNI), made once,
-/// shared by the clones of a [`Linear`]. Where it does not apply, candle's kernels compute.
-#[derive(Debug, Clone, Default)]
-struct CpuKernel(
-    #[cfg(target_arch = "x86_64")] Arc<std::sync::OnceLock<Option<super::x86::PackedWeight>>>,
-);
+/// Where a weight lives: candle's tensor, or our own CPU kernels' tiles (a Q4_K or Q8_0 weight
+/// on x86-64 with AVX-512 VNNI or in wasm with SIMD128), which hold the same blocks and replace
+/// the tensor, so the weight is in memory once. The tiles are shared by a [`Linear`]'s clones.
+#[derive(Debug, Clone)]
+enum Stored {
+    Candle(QMatMul),
+    #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+    Packed(Arc<super::packed::PackedWeight>),
+}
 
-impl CpuKernel {
-    /// Lays the weight out for the kernel, if it applies (idempotent).
-    #[allow(unused_variables)]
-    fn prepare(&self, weight: &QMatMul) {
-        #[cfg(target_arch = "x86_64")]
-        if let QMatMul::QTensor(q) = weight {
-            if q.device().is_cpu() {
-                self.0.get_or_init(|| super::x86::PackedWeight::new(q));
-            }
-        }
-    }
-
-    /// `x W^T` through the kernel, when it was prepared and `x` is float32 on the CPU.
-    #[allow(unused_variables)]
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(Some(packed)) = self.0.get() {
+impl Stored {
+    /// `x W^T` through our kernel, where the weight is packed and `x` is float32 on the CPU.
+    fn packed_forward(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+        if let Stored::Packed(packed) = self {
             if x.device().is_cpu() && x.dtype() == DType::F32 {
                 let (k, n) = packed.shape();
                 let mut dims = x.dims().to_vec();
                 if dims.last() == Some(&k) {
                     let m = x.elem_count() / k;
-                    let y = packed.matmul(&x.flatten_all()?.to_vec1::<f32>()?, m);
+                    let y = packed.matmul(&x.flatten_all()?.to_vec1::<f32>()?, m)?;
                     *dims.last_mut().expect("one dim") = n;
                     return Ok(Some(Tensor::from_vec(y, dims, x.device())?));
                 }
             }
         }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
+        let _ = x;
         Ok(None)
-    }
-
-    /// Bytes of the kernel's copy (0 when none was made).
-    fn bytes(&self) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(Some(packed)) = self.0.get() {
-            return packed.bytes();
-        }
-        0
     }
 }
 
@@ -315,25 +298,35 @@ impl Linear {
         out_features: usize,
     ) -> Self {
         Self {
-            weight,
+            weight: Stored::Candle(weight),
             bias,
             adapter: None,
             in_features,
             out_features,
-            cpu_kernel: CpuKernel::default(),
         }
     }
 
-    /// Readies our own CPU kernel for this weight where it applies (a Q4_K or Q8_0 weight on an
-    /// x86-64 CPU with AVX-512 VNNI), so the first forward pass does not pay for it. Its copy of the
-    /// weight is about as large as the weight; [`Self::kernel_bytes`] says how large.
-    pub fn prepare_cpu_kernel(&self) {
-        self.cpu_kernel.prepare(&self.weight);
+    /// Hands the weight to our own CPU kernels where they apply (a Q4_K or Q8_0 weight on the
+    /// CPU of an x86-64 machine with AVX-512 VNNI, or in wasm with SIMD128): their tiles replace
+    /// candle's tensor. Part of loading, so the first forward pass does not pay for it.
+    pub fn prepare_cpu_kernel(&mut self) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+        if let Stored::Candle(QMatMul::QTensor(q)) = &self.weight {
+            if q.device().is_cpu() {
+                if let Some(packed) = super::packed::PackedWeight::new(q) {
+                    self.weight = Stored::Packed(Arc::new(packed));
+                }
+            }
+        }
     }
 
-    /// Bytes of the CPU kernel's copy of the weight (0 when it has none).
+    /// Bytes of the weight in our CPU kernels' tiles (0 when candle holds it).
     pub fn kernel_bytes(&self) -> usize {
-        self.cpu_kernel.bytes()
+        match &self.weight {
+            #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+            Stored::Packed(packed) => packed.bytes(),
+            Stored::Candle(_) => 0,
+        }
     }
 
     pub fn in_features(&self) -> usize {
@@ -351,18 +344,34 @@ impl Linear {
     /// The block type of a quantized weight (`None` for float weights).
     pub fn quantized_type(&self) -> Option<GgmlDType> {
         match &self.weight {
-            QMatMul::QTensor(q) => Some(q.dtype()),
-            _ => None,
+            Stored::Candle(QMatMul::QTensor(q)) => Some(q.dtype()),
+            Stored::Candle(_) => None,
+            #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+            Stored::Packed(packed) => Some(packed.dtype()),
         }
     }
 
-    pub fn weight(&self) -> &QMatMul {
-        &self.weight
+    /// The weight as candle's tensor (rebuilt from our kernels' tiles where they hold it).
+    pub fn weight(&self) -> candle_core::Result<QMatMul> {
+        match &self.weight {
+            Stored::Candle(w) => Ok(w.clone()),
+            #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+            Stored::Packed(packed) => QMatMul::from_qtensor(packed.to_qtensor()?),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match &self.weight {
+            Stored::Candle(QMatMul::QTensor(q)) => q.device(),
+            Stored::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.device().clone(),
+            #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+            Stored::Packed(_) => Device::Cpu,
+        }
     }
 
     /// The weight as a float32 `[out, in]` matrix.
     pub fn weight_f32(&self) -> Result<Tensor> {
-        Ok(match &self.weight {
+        Ok(match self.weight()? {
             QMatMul::QTensor(q) => q.dequantize(&q.device())?,
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
         })
@@ -372,12 +381,11 @@ impl Linear {
     /// and quantized again to their own block type.
     pub fn merge(&mut self, update: &LowRank) -> Result<()> {
         let merged = (self.weight_f32()? + update.dense()?)?;
-        self.weight = match &self.weight {
+        self.weight = Stored::Candle(match self.weight()? {
             QMatMul::QTensor(q) => QMatMul::from_qtensor(quantize(&merged, q.dtype())?)?,
             QMatMul::Tensor(_) => QMatMul::Tensor(merged),
             QMatMul::TensorF16(_) => QMatMul::TensorF16(merged.to_dtype(DType::F16)?),
-        };
-        self.cpu_kernel = CpuKernel::default();
+        });
         Ok(())
     }
 
@@ -398,11 +406,14 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut y = match (self.cpu_kernel.forward(x)?, &self.weight) {
+        let mut y = match (self.weight.packed_forward(x)?, &self.weight) {
             (Some(y), _) => y,
             // Not candle's f16 matmul, which rounds the activations to f16 too.
-            (None, QMatMul::TensorF16(w)) => super::f16_matmul::matmul(x, w)?,
-            (None, weight) => weight.forward(x)?,
+            (None, Stored::Candle(QMatMul::TensorF16(w))) => super::f16_matmul::matmul(x, w)?,
+            (None, Stored::Candle(weight)) => weight.forward(x)?,
+            // Packed, but `x` is not float32 on the CPU.
+            #[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+            (None, Stored::Packed(_)) => self.weight()?.forward(x)?,
         };
         if let Some(lora) = &self.adapter {
             let low = x.broadcast_matmul(&lora.a.t()?)?;

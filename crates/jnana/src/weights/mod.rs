@@ -7,15 +7,17 @@ mod builder;
 mod ct2;
 mod f16_matmul;
 mod gguf;
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+mod packed;
 mod pth;
 mod rename;
 mod safetensors;
-#[cfg(target_arch = "x86_64")]
-mod x86;
 
 pub use builder::{quantize, Embedding, Linear, LowRank, QuantizedMatmul, Weights};
 pub use ct2::Ct2Source;
 pub use gguf::GgufSource;
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+pub use packed::{set_partner, Partner, PartnerHost, TileShape};
 pub use pth::PthSource;
 pub use rename::{Prefixed, Renamed, Union};
 pub use safetensors::{write_safetensors, SafetensorsSource};

@@ -167,7 +167,7 @@ fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Result<QkvProj> {
     };
     let out = q.out_features() + k.out_features() + v.out_features();
     let in_features = q.in_features();
-    let weight = match (q.weight(), k.weight(), v.weight()) {
+    let weight = match (q.weight()?, k.weight()?, v.weight()?) {
         (QMatMul::Tensor(a), QMatMul::Tensor(b), QMatMul::Tensor(c)) => {
             QMatMul::Tensor(Tensor::cat(&[a, b, c], 0)?)
         }
@@ -176,7 +176,7 @@ fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Result<QkvProj> {
         {
             // Quantized rows are independent runs of blocks: concatenating the bytes stacks them.
             let mut bytes = Vec::new();
-            for t in [a, b, c] {
+            for t in [&a, &b, &c] {
                 bytes.extend_from_slice(&t.data()?);
             }
             let fused = candle_core::quantized::ggml_file::qtensor_from_ggml(
@@ -320,15 +320,49 @@ impl Phi2 {
         lora: Option<(&HashMap<String, LowRank>, Option<bool>)>,
         take: &mut dyn FnMut(&Config, usize, LayerParams<'_>) -> Result<()>,
     ) -> Result<(Self, usize)> {
+        Self::each_layer(cfg, vb, lora, &mut |phi, i, layer| {
+            take(&phi.config, i, layer.params())
+        })
+    }
+
+    /// [`Self::new`] adapted as [`Self::new_streaming`] is, each layer's quantized weights handed
+    /// to our CPU kernels as soon as it is read (see [`Linear::prepare_cpu_kernel`]), so beside
+    /// the packed layers at most one layer is in memory as the file has it.
+    pub fn new_packed(
+        cfg: &Config,
+        vb: &Weights,
+        lora: Option<(&HashMap<String, LowRank>, Option<bool>)>,
+    ) -> Result<(Self, usize)> {
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let (mut phi, applied) = Self::each_layer(cfg, vb, lora, &mut |phi, _, mut layer| {
+            if phi.device().is_cpu() {
+                layer.linears_mut().for_each(Linear::prepare_cpu_kernel);
+            }
+            layers.push(layer);
+            Ok(())
+        })?;
+        phi.layers = layers;
+        phi.prepare_cpu_kernels();
+        Ok((phi, applied))
+    }
+
+    /// Reads the layers one by one, adapting each (`lora`: the updates, and whether to merge
+    /// them — `None`: unless the weights are quantized), and hands each to `take`.
+    fn each_layer(
+        cfg: &Config,
+        vb: &Weights,
+        lora: Option<(&HashMap<String, LowRank>, Option<bool>)>,
+        take: &mut dyn FnMut(&Self, usize, DecoderLayer) -> Result<()>,
+    ) -> Result<(Self, usize)> {
         let phi = Self::without_layers(cfg, vb)?;
         let mut applied = 0;
         for i in 0..cfg.num_hidden_layers {
             let mut layer = DecoderLayer::new(cfg, &layer_weights(vb, i))?;
             if let Some((updates, merge)) = lora {
-                let merge = merge.unwrap_or(!phi.is_quantized());
-                applied += layer.apply_lora(i, updates, merge)?;
+                let quantized = phi.is_quantized() || layer.mlp.fc1.quantized_type().is_some();
+                applied += layer.apply_lora(i, updates, merge.unwrap_or(!quantized))?;
             }
-            take(cfg, i, layer.params())?;
+            take(&phi, i, layer)?;
         }
         Ok((phi, applied))
     }
@@ -472,19 +506,16 @@ impl Phi2 {
         &self.lm_head
     }
 
-    /// Readies our own CPU kernels where they apply (see [`Linear::prepare_cpu_kernel`]; a no-op
-    /// off the CPU); the bytes of their copies of the weights.
-    pub fn prepare_cpu_kernels(&self) -> usize {
+    /// Hands the quantized weights to our own CPU kernels where they apply (see
+    /// [`Linear::prepare_cpu_kernel`]; a no-op off the CPU); the bytes they hold.
+    pub fn prepare_cpu_kernels(&mut self) -> usize {
         if !self.device().is_cpu() {
             return 0;
         }
-        let layers = self.layer_params().into_iter().flat_map(|p| {
-            let mut linears = p.qkv;
-            linears.extend([p.dense, p.fc1, p.fc2]);
-            linears
-        });
-        layers
-            .chain([&self.lm_head])
+        self.layers
+            .iter_mut()
+            .flat_map(DecoderLayer::linears_mut)
+            .chain([&mut self.lm_head])
             .map(|l| {
                 l.prepare_cpu_kernel();
                 l.kernel_bytes()
@@ -590,6 +621,19 @@ fn layer_weights(vb: &Weights, i: usize) -> Weights {
 }
 
 impl DecoderLayer {
+    /// The layer's linears: q/k/v (fused or not), dense, fc1, fc2.
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        let qkv: Vec<&mut Linear> = match &mut self.self_attn.qkv {
+            QkvProj::Fused(f) => vec![f],
+            QkvProj::Split(q, k, v) => vec![q, k, v],
+        };
+        qkv.into_iter().chain([
+            &mut self.self_attn.dense,
+            &mut self.mlp.fc1,
+            &mut self.mlp.fc2,
+        ])
+    }
+
     fn params(&self) -> LayerParams<'_> {
         LayerParams {
             input_layernorm: &self.input_layernorm,
@@ -683,7 +727,7 @@ fn apply_qkv(
             Ok(QkvProj::Split(q, k, v))
         }
         QkvProj::Fused(mut fused) => {
-            let update = stack_block_diagonal(parts, sizes, fused.in_features(), &fused.device()?)?;
+            let update = stack_block_diagonal(parts, sizes, fused.in_features(), &fused.device())?;
             apply_one(&mut fused, update, merge)?;
             Ok(QkvProj::Fused(fused))
         }
@@ -727,17 +771,4 @@ fn stack_block_diagonal(
         a,
         b: Tensor::cat(&b_rows, 0)?,
     })
-}
-
-trait LinearDevice {
-    fn device(&self) -> Result<Device>;
-}
-
-impl LinearDevice for Linear {
-    fn device(&self) -> Result<Device> {
-        Ok(match self.weight() {
-            QMatMul::QTensor(q) => q.device(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.device().clone(),
-        })
-    }
 }
