@@ -129,22 +129,26 @@ unsafe fn q4k_rows_relaxed<const M: usize>(
     stride: usize,
 ) {
     let low = u8x16_splat(0x0f);
+    // A group's 4 scale bytes as 16-bit lanes, one row's scale over that row's two lanes
+    // (index 16 reads as zero, the high bytes).
+    let spread = i8x16(0, 16, 0, 16, 1, 16, 1, 16, 2, 16, 2, 16, 3, 16, 3, 16);
     q4k_rows_by::<M>(tiles, acts, dst, stride, |tile, a, row| {
         let mut dots = i32x4_splat(0);
         for j in 0..8 {
-            // Two sums, so that consecutive dots do not wait for each other.
-            let (mut lo, mut hi) = (i32x4_splat(0), i32x4_splat(0));
+            // Two 16-bit lanes per row, each the sum of 8 pairs of products: at most
+            // 8 · 2 · 15 · 127, so neither the pairs saturate nor the sums wrap.
+            let mut pairs = i16x8_splat(0);
             for quad in 0..4 {
                 let w = q4k_quad(tile, j, quad, row);
                 let a_lo = v128_load32_splat(a.add(32 * j + 4 * quad).cast());
                 let a_hi = v128_load32_splat(a.add(32 * j + 16 + 4 * quad).cast());
-                lo = i32x4_relaxed_dot_i8x16_i7x16_add(a_lo, v128_and(w, low), lo);
-                hi = i32x4_relaxed_dot_i8x16_i7x16_add(a_hi, u8x16_shr(w, 4), hi);
+                let lo = i16x8_relaxed_dot_i8x16_i7x16(a_lo, v128_and(w, low));
+                let hi = i16x8_relaxed_dot_i8x16_i7x16(a_hi, u8x16_shr(w, 4));
+                pairs = i16x8_add(pairs, i16x8_add(lo, hi));
             }
-            let scales = u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(v128_load32_zero(
-                tile.scales.as_ptr().add(j * ROWS + row).cast(),
-            )));
-            dots = i32x4_add(dots, i32x4_mul(i32x4_add(lo, hi), scales));
+            // The scale multiplies and the row's two lanes add in one step.
+            let scales = v128_load32_zero(tile.scales.as_ptr().add(j * ROWS + row).cast());
+            dots = i32x4_add(dots, i32x4_dot_i16x8(pairs, i8x16_swizzle(scales, spread)));
         }
         dots
     })
