@@ -334,15 +334,14 @@ impl Phi2 {
         lora: Option<(&HashMap<String, LowRank>, Option<bool>)>,
     ) -> Result<(Self, usize)> {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        let (mut phi, applied) = Self::each_layer(cfg, vb, lora, &mut |phi, _, mut layer| {
-            if phi.device().is_cpu() {
-                layer.linears_mut().for_each(Linear::prepare_cpu_kernel);
-            }
+        // `prepare_cpu_kernel` itself leaves weights off the CPU to candle.
+        let (mut phi, applied) = Self::each_layer(cfg, vb, lora, &mut |_, _, mut layer| {
+            layer.linears_mut().for_each(Linear::prepare_cpu_kernel);
             layers.push(layer);
             Ok(())
         })?;
         phi.layers = layers;
-        phi.prepare_cpu_kernels();
+        phi.lm_head.prepare_cpu_kernel();
         Ok((phi, applied))
     }
 
